@@ -1,1 +1,146 @@
-//! Placeholder: the adapter is being written.
+//! weft's Twilio adapter (`ProviderKind::Twilio`): SMS, WhatsApp and voice.
+//!
+//! Follow one message through it:
+//! - [`build`] reads the connection ([`config`]): `account_sid` + `auth_token` (or an API key
+//!   as the REST user), optional Messaging Service and voice settings; every problem listed.
+//! - `send` turns an `OutboundMessage` into a form POST ([`request`]): `Messages.json` for SMS
+//!   and WhatsApp (`whatsapp:` prefixes), `Calls.json` with a `<Say>` TwiML for voice. weft's
+//!   ids ride in the `StatusCallback` URL. A 2xx gives the `sid`; anything else is classified
+//!   by Twilio's own error code ([`errors`]).
+//! - Twilio calls back on `/webhooks/twilio/{connection}/{kind}`. `verify` checks
+//!   `X-Twilio-Signature` over the exact URL and form ([`verify`]); `parse` ([`webhook`]) turns
+//!   `status` callbacks into statuses via [`status_map`], `inbound` into messages and `voice`
+//!   into calls; `ack` answers TwiML where Twilio expects it.
+//! - Feature `simulator`: an in-process Twilio ([`simulator::Simulator`]) for tests and demos.
+
+pub mod config;
+pub mod errors;
+pub mod request;
+pub mod status_map;
+pub mod verify;
+pub mod webhook;
+
+#[cfg(feature = "simulator")]
+pub mod simulator;
+
+use async_trait::async_trait;
+use secrecy::ExposeSecret;
+use std::sync::Arc;
+use weft_provider::{
+    Capabilities, ConfigError, ConnectionSpec, InboundEvent, OutboundMessage, ParseError, Provider,
+    ProviderKind, SendError, SendReceipt, VerifyError, WebhookAck, WebhookRequest,
+};
+
+pub use config::TwilioConfig;
+
+/// Webhook kinds: delivery/call statuses, inbound SMS and WhatsApp, inbound calls.
+pub const WEBHOOK_KINDS: &[&str] = &["status", "inbound", "voice"];
+
+/// Builds the adapter for one connection.
+pub fn build(spec: &ConnectionSpec) -> Result<Arc<dyn Provider>, ConfigError> {
+    Ok(Arc::new(Twilio::new(spec)?))
+}
+
+/// One Twilio account.
+#[derive(Debug, Clone)]
+pub struct Twilio {
+    cfg: TwilioConfig,
+    client: reqwest::Client,
+}
+
+impl Twilio {
+    pub fn new(spec: &ConnectionSpec) -> Result<Self, ConfigError> {
+        let cfg = TwilioConfig::from_spec(spec)?;
+        let client = reqwest::Client::builder()
+            .timeout(cfg.request_timeout)
+            .user_agent(concat!("weft-twilio/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| spec.problem(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Twilio { cfg, client })
+    }
+
+    pub fn config(&self) -> &TwilioConfig {
+        &self.cfg
+    }
+}
+
+#[async_trait]
+impl Provider for Twilio {
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::Twilio
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            channels: self.cfg.channels.clone(),
+            webhook_kinds: WEBHOOK_KINDS,
+        }
+    }
+
+    async fn send(&self, msg: &OutboundMessage) -> Result<SendReceipt, SendError> {
+        let req = request::build(&self.cfg, msg)?;
+        let (user, pass) = self.cfg.basic_auth();
+        let resp = self
+            .client
+            .post(self.cfg.resource_url(req.resource))
+            .basic_auth(user, Some(pass))
+            .header(
+                http::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .header(http::header::ACCEPT, "application/json")
+            .body(req.encoded())
+            .send()
+            .await
+            .map_err(|e| SendError::from_reqwest(&e))?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| SendError::from_reqwest(&e))?;
+        if status.is_success() {
+            let receipt = request::receipt(&body)?;
+            tracing::debug!(resource = req.resource, sid = ?receipt.provider_ids.first(), "Twilio accepted the send.");
+            Ok(receipt)
+        } else {
+            let err = errors::classify(status, &headers, &body);
+            tracing::debug!(resource = req.resource, status = status.as_u16(), code = ?err.provider_code(), "Twilio refused the send.");
+            Err(err)
+        }
+    }
+
+    fn verify(&self, req: &WebhookRequest) -> Result<(), VerifyError> {
+        let signed = verify::Signed {
+            method: req.method.as_str(),
+            url: &req.url,
+            body: &req.body,
+            signature: req.header(verify::SIGNATURE_HEADER),
+            settings: req.header(verify::SETTINGS_HEADER),
+        };
+        let keys = verify::Keys {
+            auth_token: self.cfg.auth_token.expose_secret(),
+            shared_key: self
+                .cfg
+                .webhook_shared_key
+                .as_ref()
+                .map(|k| k.expose_secret()),
+            shared_key_id: self.cfg.webhook_shared_key_id.as_deref(),
+        };
+        verify::verify(&signed, &keys)
+    }
+
+    fn parse(&self, req: &WebhookRequest) -> Result<Vec<InboundEvent>, ParseError> {
+        webhook::parse(req)
+    }
+
+    /// `inbound`: an empty TwiML `<Response/>`; `voice`: the configured answer TwiML;
+    /// `status`: an empty 200.
+    fn ack(&self, req: &WebhookRequest, _events: &[InboundEvent]) -> WebhookAck {
+        match req.kind.as_str() {
+            "inbound" => WebhookAck::xml("<Response/>"),
+            "voice" => WebhookAck::xml(self.cfg.voice_answer_twiml.clone()),
+            _ => WebhookAck::empty_ok(),
+        }
+    }
+}
