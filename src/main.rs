@@ -1,1 +1,25 @@
-fn main() {}
+//! `weft`: parse the command line, load and validate config, start logging, run.
+
+use clap::Parser;
+use std::process::ExitCode;
+use weft::{cli, config::Config, telemetry};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    let cfg = match Config::load(args.config.as_deref()) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init(&cfg.log);
+    match cli::run(args, cfg).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

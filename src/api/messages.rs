@@ -1,0 +1,275 @@
+//! `/v1/messages`: send, read one, list.
+
+use super::auth::Tenant;
+use super::problem::{ApiError, FieldError, Problem};
+use super::{json_body, AppState, ListPage};
+use crate::domain::message::{DispatchItem, MessageView, NewMessage};
+use crate::domain::{address, ids, now_ms, parse_rfc3339, segment};
+use crate::store::{AcceptJob, AcceptOutcome, ListFilter};
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use utoipa::{IntoParams, ToSchema};
+use weft_provider::{Channel, DeliveryStatus, Template};
+
+/// The body of `POST /v1/messages`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SendRequest {
+    /// E.164 number, e-mail address, `whatsapp:+…` or `telegram:<chat id>`.
+    pub to: String,
+    /// `sms`, `voice`, `whatsapp`, `telegram`, `email`; inferred from `to` when omitted.
+    pub channel: Option<String>,
+    /// Sender to use; defaults to the connection's first sender for the channel.
+    pub from: Option<String>,
+    pub body: Option<String>,
+    /// E-mail subject.
+    pub subject: Option<String>,
+    /// Provider template name (WhatsApp templates, SendGrid dynamic templates).
+    pub template: Option<String>,
+    pub variables: Option<BTreeMap<String, String>>,
+    /// Put the message on this conversation instead of the recipient's open one.
+    pub conversation_id: Option<String>,
+    /// Free-form object, echoed back.
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<serde_json::Value>,
+    /// Channels to try next on permanent failure, in order.
+    pub fallback: Option<Vec<String>>,
+    /// Where to POST status updates of this message.
+    pub callback_url: Option<String>,
+}
+
+const MAX_BODY_CHARS: usize = 1600;
+const MAX_EMAIL_BODY_CHARS: usize = 200_000;
+const MAX_METADATA_BYTES: usize = 16 * 1024;
+
+fn validate(req: SendRequest, tenant: &Tenant) -> Result<NewMessage, ApiError> {
+    let mut errs = Vec::new();
+    let mut err = |f: &str, d: String| errs.push(FieldError { field: f.into(), detail: d });
+    let channel = match &req.channel {
+        Some(c) => Channel::from_str(c).map_err(|e| err("channel", e)).ok(),
+        None => address::infer_channel(&req.to).map_err(|e| err("to", e.to_string())).ok(),
+    };
+    let dest = channel.and_then(|ch| address::parse(ch, &req.to).map_err(|e| err("to", e.to_string())).ok());
+    let body = req.body.filter(|b| !b.is_empty());
+    if body.is_none() && req.template.is_none() {
+        err("body", "a message needs a non-empty body or a template".into());
+    }
+    if req.variables.is_some() && req.template.is_none() {
+        err("variables", "variables need a template".into());
+    }
+    if let (Some(b), Some(ch)) = (&body, channel) {
+        let max = if ch == Channel::Email { MAX_EMAIL_BODY_CHARS } else { MAX_BODY_CHARS };
+        if b.chars().count() > max {
+            err("body", format!("at most {max} characters on {ch}"));
+        }
+    }
+    if req.subject.is_some() && channel.is_some_and(|c| c != Channel::Email) {
+        err("subject", "only e-mail has a subject".into());
+    }
+    if let Some(m) = &req.metadata {
+        if !m.is_object() {
+            err("metadata", "must be a JSON object".into());
+        } else if m.to_string().len() > MAX_METADATA_BYTES {
+            err("metadata", format!("at most {MAX_METADATA_BYTES} bytes"));
+        }
+    }
+    if let Some(c) = &req.conversation_id {
+        if !ids::is_id(ids::IdKind::Conversation, c) {
+            err("conversation_id", "not a conversation id (conv_…)".into());
+        }
+    }
+    for f in req.fallback.iter().flatten() {
+        if let Err(e) = Channel::from_str(f) {
+            err("fallback", e);
+        }
+    }
+    if let Some(u) = &req.callback_url {
+        match url::Url::parse(u) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+            _ => err("callback_url", "must be an absolute http(s) URL".into()),
+        }
+    }
+    if let Some(f) = &req.from {
+        if f.is_empty() || f.len() > 254 {
+            err("from", "must be 1 to 254 characters".into());
+        }
+    }
+    if !errs.is_empty() {
+        return Err(ApiError::Validation(errs));
+    }
+    let (Some(channel), Some(dest)) = (channel, dest) else {
+        return Err(ApiError::field("to", "invalid destination"));
+    };
+    let seg = (channel == Channel::Sms).then(|| body.as_deref().map(segment::count)).flatten();
+    Ok(NewMessage {
+        id: ids::new_id(ids::IdKind::Message),
+        tenant_id: tenant.id.clone(),
+        conversation_id: req.conversation_id,
+        channel,
+        to: dest.address,
+        identity: dest.identity,
+        from: req.from,
+        body,
+        subject: req.subject,
+        template: req.template.map(|name| Template { name, language: None, variables: req.variables.unwrap_or_default() }),
+        metadata: req.metadata,
+        callback_url: req.callback_url,
+        encoding: seg.map(|s| s.encoding.as_str()),
+        segments: seg.map(|s| s.count),
+        created_at: now_ms(),
+    })
+}
+
+/// Send a message.
+#[utoipa::path(
+    post, path = "/v1/messages", tag = "messages",
+    request_body = SendRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for 24 h")),
+    responses(
+        (status = 202, description = "Durably accepted", body = MessageView),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields or idempotency conflict", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn send(State(state): State<AppState>, tenant: Tenant, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    let value: serde_json::Value = json_body(&headers, &body)?;
+    let idem = match headers.get("idempotency-key") {
+        Some(v) => {
+            let k = v.to_str().map_err(|_| ApiError::field("Idempotency-Key", "must be visible ASCII"))?;
+            if k.is_empty() || k.len() > 255 {
+                return Err(ApiError::field("Idempotency-Key", "must be 1 to 255 characters"));
+            }
+            Some((k.to_string(), hex::encode(Sha256::digest(value.to_string().as_bytes()))))
+        }
+        None => None,
+    };
+    let req: SendRequest = serde_json::from_value(value).map_err(|e| ApiError::field("body", e.to_string()))?;
+    let msg = validate(req, &tenant)?;
+    let (lease_token, lease_until) = state.dispatcher.accept_lease();
+    let job = AcceptJob { msg: msg.clone(), idempotency: idem, lease_token: lease_token.clone(), lease_until };
+    match state.store.accept(job).await? {
+        AcceptOutcome::Accepted { conversation_id, body } => {
+            ::metrics::counter!(crate::metrics::MESSAGES_ACCEPTED, "channel" => msg.channel.as_str()).increment(1);
+            state.dispatcher.handoff(DispatchItem {
+                message_id: msg.id.clone(),
+                tenant_id: msg.tenant_id,
+                conversation_id,
+                channel: msg.channel,
+                to: msg.to,
+                from: msg.from,
+                body: msg.body,
+                subject: msg.subject,
+                template: msg.template,
+                lease_token,
+                created_at: msg.created_at,
+            });
+            Ok(json_answer(StatusCode::ACCEPTED, body, Some(&msg.id), false))
+        }
+        AcceptOutcome::Replay { status, body } => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::ACCEPTED);
+            let id = serde_json::from_str::<serde_json::Value>(&body).ok().and_then(|v| v["id"].as_str().map(str::to_string));
+            Ok(json_answer(status, body, id.as_deref(), true))
+        }
+        AcceptOutcome::Conflict => Err(ApiError::IdempotencyConflict),
+        AcceptOutcome::UnknownConversation => Err(ApiError::field("conversation_id", "no such conversation")),
+    }
+}
+
+fn json_answer(status: StatusCode, body: String, id: Option<&str>, replayed: bool) -> Response {
+    let mut resp = (status, body).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Some(loc) = id.and_then(|id| HeaderValue::from_str(&format!("/v1/messages/{id}")).ok()) {
+        h.insert(header::LOCATION, loc);
+    }
+    if replayed {
+        h.insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    resp
+}
+
+/// Read one message with its status history and attempts.
+#[utoipa::path(
+    get, path = "/v1/messages/{id}", tag = "messages",
+    params(("id" = String, Path, description = "Message id (msg_…)")),
+    responses(
+        (status = 200, body = MessageView),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get(State(state): State<AppState>, tenant: Tenant, Path(id): Path<String>) -> Result<Json<MessageView>, ApiError> {
+    if !ids::is_id(ids::IdKind::Message, &id) {
+        return Err(ApiError::NotFound);
+    }
+    state.store.message(&tenant.id, &id).await?.map(Json).ok_or(ApiError::NotFound)
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    pub conversation_id: Option<String>,
+    pub status: Option<String>,
+    /// Only messages created after this RFC 3339 time.
+    pub after: Option<String>,
+    /// 1–200, default 50.
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+}
+
+/// List messages, newest first.
+#[utoipa::path(
+    get, path = "/v1/messages", tag = "messages",
+    params(ListQuery),
+    responses(
+        (status = 200, body = ListPage<MessageView>),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn list(State(state): State<AppState>, tenant: Tenant, Query(q): Query<ListQuery>) -> Result<Json<ListPage<MessageView>>, ApiError> {
+    let mut errs = Vec::new();
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        errs.push(FieldError { field: "limit".into(), detail: "must be 1 to 200".into() });
+    }
+    if let Some(s) = &q.status {
+        if s != "received" && DeliveryStatus::from_str(s).is_err() {
+            errs.push(FieldError { field: "status".into(), detail: format!("unknown status {s:?}") });
+        }
+    }
+    let after_ms = match &q.after {
+        Some(a) => match parse_rfc3339(a) {
+            Some(ms) => Some(ms),
+            None => {
+                errs.push(FieldError { field: "after".into(), detail: "must be an RFC 3339 time".into() });
+                None
+            }
+        },
+        None => None,
+    };
+    if let Some(c) = &q.cursor {
+        if !ids::is_id(ids::IdKind::Message, c) {
+            errs.push(FieldError { field: "cursor".into(), detail: "not a cursor from a previous page".into() });
+        }
+    }
+    if !errs.is_empty() {
+        return Err(ApiError::Validation(errs));
+    }
+    let f = ListFilter { conversation_id: q.conversation_id, status: q.status, after_ms, cursor: q.cursor, limit };
+    let (data, next_cursor) = state.store.messages(&tenant.id, &f).await?;
+    Ok(Json(ListPage { data, next_cursor }))
+}

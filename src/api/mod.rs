@@ -1,0 +1,144 @@
+//! The HTTP API (DESIGN.md §2): router, shared state, JSON and error plumbing, OpenAPI.
+
+pub mod auth;
+mod health;
+mod messages;
+pub mod problem;
+mod webhooks;
+
+use crate::dispatch::Dispatcher;
+use crate::providers::Registry;
+use crate::store::Store;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::{header, HeaderMap};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use dashmap::DashMap;
+use metrics_exporter_prometheus::PrometheusHandle;
+use problem::ApiError;
+use serde::Serialize;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Instant;
+use utoipa::{OpenApi, ToSchema};
+
+/// Shared by every handler; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub registry: Registry,
+    pub dispatcher: Dispatcher,
+    pub metrics: PrometheusHandle,
+    pub public_base: String,
+    /// API key hash → tenant id.
+    pub keys: Arc<DashMap<String, String>>,
+    pub draining: Arc<AtomicBool>,
+}
+
+/// A page of a list.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ListPage<T> {
+    pub data: Vec<T>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Provider webhooks may carry attachments: they get a larger body limit.
+const WEBHOOK_MAX_BODY: usize = 25 * 1024 * 1024;
+
+pub fn router(state: AppState, max_body: usize) -> Router {
+    let api = Router::new()
+        .route("/v1/messages", post(messages::send).get(messages::list))
+        .route("/v1/messages/{id}", get(messages::get))
+        .layer(DefaultBodyLimit::max(max_body));
+    let hooks = Router::new()
+        .route("/webhooks/{provider}/{connection_id}/{kind}", post(webhooks::receive).get(webhooks::receive))
+        .layer(DefaultBodyLimit::max(WEBHOOK_MAX_BODY));
+    Router::new()
+        .merge(api)
+        .merge(hooks)
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .route("/openapi.json", get(health::openapi))
+        .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(middleware::from_fn(observe))
+        .with_state(state)
+}
+
+/// Counts and times every request by route template; turns axum's plain-text rejections
+/// (413 from the body limit, 415, …) into problem+json.
+async fn observe(req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
+    let method: &'static str = match *req.method() {
+        axum::http::Method::GET => "GET",
+        axum::http::Method::POST => "POST",
+        axum::http::Method::PUT => "PUT",
+        axum::http::Method::PATCH => "PATCH",
+        axum::http::Method::DELETE => "DELETE",
+        axum::http::Method::HEAD => "HEAD",
+        _ => "OTHER",
+    };
+    let resp = next.run(req).await;
+    let resp = if resp.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE && !is_problem(resp.headers()) {
+        ApiError::TooLarge(0).into_response()
+    } else {
+        resp
+    };
+    let status = resp.status().as_u16().to_string();
+    ::metrics::counter!(crate::metrics::HTTP_REQUESTS, "method" => method, "route" => route.clone(), "status" => status).increment(1);
+    ::metrics::histogram!(crate::metrics::HTTP_DURATION, "method" => method, "route" => route).record(start.elapsed().as_secs_f64());
+    resp
+}
+
+fn is_problem(h: &HeaderMap) -> bool {
+    h.get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"))
+}
+
+/// Parses a JSON request body, answering problem+json for a wrong type or broken JSON.
+pub(crate) fn json_body(headers: &HeaderMap, body: &[u8]) -> Result<serde_json::Value, ApiError> {
+    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
+        let ct = ct.to_str().unwrap_or_default().to_ascii_lowercase();
+        if !ct.starts_with("application/json") && !ct.contains("+json") {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+    }
+    let v: serde_json::Value = serde_json::from_slice(body).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+    if !v.is_object() {
+        return Err(ApiError::MalformedJson("the body must be a JSON object".into()));
+    }
+    Ok(v)
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "weft", description = "CPaaS messaging gateway: one API for SMS, voice, WhatsApp, Telegram and e-mail."),
+    paths(
+        messages::send, messages::get, messages::list,
+        webhooks::receive,
+        health::healthz, health::readyz, health::metrics, health::openapi,
+    ),
+    components(schemas(problem::Problem, problem::FieldError, messages::SendRequest, crate::domain::message::MessageView)),
+    modifiers(&Security),
+)]
+struct ApiDoc;
+
+struct Security;
+
+impl utoipa::Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("bearer", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+    }
+}
+
+/// The OpenAPI document, rendered once.
+pub fn openapi_json() -> String {
+    static DOC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DOC.get_or_init(|| ApiDoc::openapi().to_json().unwrap_or_else(|_| "{}".into())).clone()
+}

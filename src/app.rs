@@ -1,0 +1,115 @@
+//! Wiring: config → store → registry → dispatcher → router; serving until SIGTERM/Ctrl-C,
+//! then draining in-flight sends.
+
+use crate::api::{self, AppState};
+use crate::config::{Config, ConfigProblems};
+use crate::dispatch::Dispatcher;
+use crate::providers::Registry;
+use crate::store::{Store, StoreError};
+use dashmap::DashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Config(#[from] ConfigProblems),
+    #[error("cannot open the store: {0}")]
+    Store(#[from] StoreError),
+    #[error("connection {0}")]
+    Connection(#[from] weft_provider::ConfigError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: String, source: std::io::Error },
+    #[error("server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// A built, listening weft.
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    cfg: Config,
+}
+
+impl Application {
+    pub async fn build(cfg: Config) -> Result<Application, StartupError> {
+        let metrics = crate::metrics::install();
+        let store = Store::open(&cfg).await?;
+        if cfg.migrate_on_start {
+            store.migrate().await?;
+        }
+        let registry = Registry::new(cfg.connections()?)?;
+        let listener = TcpListener::bind(&cfg.listen)
+            .await
+            .map_err(|source| StartupError::Listen { addr: cfg.listen.clone(), source })?;
+        // With port 0 the public URL must name the port really bound.
+        let mut cfg = cfg;
+        if let Ok(addr) = listener.local_addr() {
+            if cfg.public_url.is_empty() {
+                cfg.public_url = format!("http://{addr}");
+            }
+        }
+        let dispatcher = Dispatcher::start(&cfg, store.clone(), registry.clone());
+        let state = AppState {
+            store,
+            registry,
+            dispatcher,
+            metrics,
+            public_base: cfg.public_base(),
+            keys: Arc::new(DashMap::new()),
+            draining: Arc::new(AtomicBool::new(false)),
+        };
+        Ok(Application { listener, state, cfg })
+    }
+
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.listener.local_addr().ok()
+    }
+
+    pub fn store(&self) -> Store {
+        self.state.store.clone()
+    }
+
+    /// Serves until `shutdown` resolves, then drains.
+    pub async fn run_until(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<(), StartupError> {
+        let Application { listener, state, cfg } = self;
+        let router = api::router(state.clone(), cfg.max_body_bytes);
+        let draining = state.draining.clone();
+        tracing::info!(listen = %cfg.listen, public_url = %cfg.public_base(), "weft is serving.");
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                draining.store(true, Ordering::Relaxed);
+                tracing::info!("Shutting down: no new requests; draining in-flight sends.");
+            })
+            .await;
+        state.dispatcher.shutdown(Duration::from_secs(cfg.shutdown.drain_seconds)).await;
+        state.store.close().await;
+        served.map_err(StartupError::Serve)
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

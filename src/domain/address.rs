@@ -1,0 +1,145 @@
+//! Destination addresses: which channel a `to` means, its provider-neutral form, and the
+//! normalized identity (`tel:+E164`, `mailto:`, `telegram:`) threading keys on.
+
+use weft_provider::Channel;
+
+/// A validated destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Destination {
+    pub channel: Channel,
+    /// What the adapter gets: `+E164`, a lower-case e-mail address, a Telegram chat id.
+    pub address: String,
+    /// The identity threading uses: `tel:+E164` (shared by sms, voice, WhatsApp by phone),
+    /// `mailto:…`, `telegram:…`.
+    pub identity: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AddressError {
+    #[error("{0:?} is not a valid E.164 phone number (expected e.g. +14155550100)")]
+    Phone(String),
+    #[error("{0:?} is not a valid e-mail address")]
+    Email(String),
+    #[error("{0:?} is not a valid Telegram chat id")]
+    Telegram(String),
+    #[error("cannot infer a channel from {0:?}; set `channel`")]
+    Unknown(String),
+    #[error("channel {channel} cannot send to {to:?}")]
+    Mismatch { channel: Channel, to: String },
+}
+
+/// Infers the channel of a `to` when the request names none.
+pub fn infer_channel(to: &str) -> Result<Channel, AddressError> {
+    let to = to.trim();
+    if to.starts_with("whatsapp:") {
+        Ok(Channel::Whatsapp)
+    } else if to.starts_with("telegram:") {
+        Ok(Channel::Telegram)
+    } else if to.contains('@') {
+        Ok(Channel::Email)
+    } else if to.starts_with('+') {
+        Ok(Channel::Sms)
+    } else {
+        Err(AddressError::Unknown(to.to_string()))
+    }
+}
+
+/// Validates `to` for `channel`.
+pub fn parse(channel: Channel, to: &str) -> Result<Destination, AddressError> {
+    let raw = to.trim();
+    match channel {
+        Channel::Sms | Channel::Voice | Channel::Whatsapp => {
+            let number = raw.strip_prefix("whatsapp:").unwrap_or(raw);
+            let number = number.strip_prefix("tel:").unwrap_or(number);
+            if raw.starts_with("whatsapp:") && channel != Channel::Whatsapp {
+                return Err(AddressError::Mismatch { channel, to: raw.to_string() });
+            }
+            let e164 = e164(number)?;
+            Ok(Destination { channel, identity: format!("tel:{e164}"), address: e164 })
+        }
+        Channel::Email => {
+            let addr = raw.strip_prefix("mailto:").unwrap_or(raw);
+            let addr = email(addr)?;
+            Ok(Destination { channel, identity: format!("mailto:{addr}"), address: addr })
+        }
+        Channel::Telegram => {
+            let id = raw.strip_prefix("telegram:").unwrap_or(raw);
+            let valid = match id.strip_prefix('-') {
+                Some(rest) => !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit()),
+                None => !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()),
+            };
+            if !valid || id.len() > 20 {
+                return Err(AddressError::Telegram(raw.to_string()));
+            }
+            Ok(Destination { channel, identity: format!("telegram:{id}"), address: id.to_string() })
+        }
+    }
+}
+
+/// Normalizes a phone number to E.164, refusing anything `phonenumber` deems invalid.
+pub fn e164(number: &str) -> Result<String, AddressError> {
+    let err = || AddressError::Phone(number.to_string());
+    if !number.starts_with('+') || number.len() > 20 {
+        return Err(err());
+    }
+    let parsed = phonenumber::parse(None, number).map_err(|_| err())?;
+    if !phonenumber::is_valid(&parsed) {
+        return Err(err());
+    }
+    Ok(parsed.format().mode(phonenumber::Mode::E164).to_string())
+}
+
+/// A pragmatic e-mail check (one `@`, a dotted domain, no spaces), lower-cased.
+pub fn email(addr: &str) -> Result<String, AddressError> {
+    let err = || AddressError::Email(addr.to_string());
+    let (local, domain) = addr.rsplit_once('@').ok_or_else(err)?;
+    let ok = !local.is_empty()
+        && local.len() <= 64
+        && domain.len() <= 253
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !addr.chars().any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>')
+        && !local.contains('@');
+    if ok {
+        Ok(addr.to_lowercase())
+    } else {
+        Err(err())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phones_normalize_to_e164() {
+        let d = parse(Channel::Sms, "+1 415 555 0100").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(d.address, "+14155550100");
+        assert_eq!(d.identity, "tel:+14155550100");
+        assert!(parse(Channel::Sms, "+1").is_err());
+        assert!(parse(Channel::Sms, "not a number").is_err());
+        assert!(parse(Channel::Sms, "04155550100").is_err());
+        assert!(parse(Channel::Sms, "whatsapp:+14155550100").is_err());
+        let w = parse(Channel::Whatsapp, "whatsapp:+4915112345678").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(w.identity, "tel:+4915112345678");
+    }
+
+    #[test]
+    fn channels_infer_from_to() {
+        assert_eq!(infer_channel("+14155550100"), Ok(Channel::Sms));
+        assert_eq!(infer_channel("whatsapp:+14155550100"), Ok(Channel::Whatsapp));
+        assert_eq!(infer_channel("telegram:12345"), Ok(Channel::Telegram));
+        assert_eq!(infer_channel("A@B.example"), Ok(Channel::Email));
+        assert!(infer_channel("hello").is_err());
+    }
+
+    #[test]
+    fn emails_and_telegram() {
+        assert_eq!(parse(Channel::Email, "Jo@Example.COM").map(|d| d.identity), Ok("mailto:jo@example.com".into()));
+        assert!(parse(Channel::Email, "jo@localhost").is_err());
+        assert!(parse(Channel::Email, "a b@x.io").is_err());
+        assert_eq!(parse(Channel::Telegram, "telegram:-100123").map(|d| d.address), Ok("-100123".into()));
+        assert!(parse(Channel::Telegram, "telegram:abc").is_err());
+    }
+}

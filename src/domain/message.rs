@@ -1,0 +1,162 @@
+//! Messages as the API shows them and as the store and dispatcher pass them around.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use weft_provider::{Channel, Template};
+
+/// A message about to be stored by `POST /v1/messages`.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub id: String,
+    pub tenant_id: String,
+    /// The explicit conversation, if the request named one.
+    pub conversation_id: Option<String>,
+    pub channel: Channel,
+    /// Provider-neutral destination (`+E164`, e-mail, chat id).
+    pub to: String,
+    /// Normalized identity of the recipient (`tel:+E164`, `mailto:…`).
+    pub identity: String,
+    pub from: Option<String>,
+    pub body: Option<String>,
+    pub subject: Option<String>,
+    pub template: Option<Template>,
+    pub metadata: Option<serde_json::Value>,
+    pub callback_url: Option<String>,
+    pub encoding: Option<&'static str>,
+    pub segments: Option<u32>,
+    pub created_at: i64,
+}
+
+/// What a dispatcher needs to send one message.
+#[derive(Debug, Clone)]
+pub struct DispatchItem {
+    pub message_id: String,
+    pub tenant_id: String,
+    pub conversation_id: String,
+    pub channel: Channel,
+    pub to: String,
+    pub from: Option<String>,
+    pub body: Option<String>,
+    pub subject: Option<String>,
+    pub template: Option<Template>,
+    /// The outbox lease this process holds.
+    pub lease_token: String,
+    pub created_at: i64,
+}
+
+/// Why a message ended badly.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct MessageError {
+    /// `opted_out`, `no_route`, `invalid_address`, `provider_rejected`, `window_closed`,
+    /// `provider_auth`, `retries_exhausted`, `expired`, `provider_failed`, `undeliverable`.
+    pub reason: String,
+    /// The provider's own error code.
+    pub code: Option<String>,
+    pub detail: Option<String>,
+}
+
+/// One entry of `status_history`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct StatusEntry {
+    pub status: String,
+    /// The provider's own status word.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub raw_status: Option<String>,
+    /// False when the entry was late or a duplicate and did not change `status`.
+    pub applied: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connection: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider_message_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<String>,
+    pub at: String,
+}
+
+/// One try at a provider.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AttemptView {
+    pub id: String,
+    pub seq: i64,
+    pub channel: String,
+    pub provider: String,
+    pub connection: String,
+    pub sender: Option<String>,
+    pub provider_ids: Vec<String>,
+    /// `in_flight`, `queued` (provider took it), `sent`, `retry`, `rejected`, `unknown`
+    /// (interrupted; reconciled by a callback or sent again).
+    pub outcome: String,
+    pub error_code: Option<String>,
+    pub error_detail: Option<String>,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+}
+
+/// A message as the API returns it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct MessageView {
+    pub id: String,
+    pub conversation_id: String,
+    /// `outbound` or `inbound`.
+    pub direction: String,
+    pub channel: String,
+    pub to: String,
+    pub from: Option<String>,
+    pub body: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub template: Option<Template>,
+    pub status: String,
+    /// SMS encoding: `gsm7` or `ucs2`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<String>,
+    /// SMS parts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub segments: Option<i64>,
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub callback_url: Option<String>,
+    pub error: Option<MessageError>,
+    /// For inbound messages: why it landed on its conversation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub threading: Option<serde_json::Value>,
+    pub created_at: String,
+    pub updated_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status_history: Option<Vec<StatusEntry>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<Vec<AttemptView>>,
+}
+
+impl MessageView {
+    /// The 202 answer for a freshly stored message.
+    pub fn accepted(m: &NewMessage, conversation_id: &str) -> MessageView {
+        let at = super::rfc3339(m.created_at);
+        MessageView {
+            id: m.id.clone(),
+            conversation_id: conversation_id.to_string(),
+            direction: "outbound".into(),
+            channel: m.channel.as_str().into(),
+            to: m.to.clone(),
+            from: m.from.clone(),
+            body: m.body.clone(),
+            subject: m.subject.clone(),
+            template: m.template.clone(),
+            status: "accepted".into(),
+            encoding: m.encoding.map(str::to_string),
+            segments: m.segments.map(i64::from),
+            metadata: m.metadata.clone(),
+            callback_url: m.callback_url.clone(),
+            error: None,
+            threading: None,
+            created_at: at.clone(),
+            updated_at: at,
+            status_history: None,
+            attempts: None,
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! Accepting a message: idempotency check, conversation, message row and outbox row in one
+//! transaction.
+
+use crate::domain::message::{MessageView, NewMessage};
+use crate::domain::{ids, now_ms};
+use sqlx::{AnyConnection, Row};
+
+/// An idempotency key is remembered this long.
+pub const IDEMPOTENCY_TTL_MS: i64 = 24 * 3600 * 1000;
+
+pub struct AcceptJob {
+    pub msg: NewMessage,
+    /// `(key, sha256 of the canonical request)`.
+    pub idempotency: Option<(String, String)>,
+    pub lease_token: String,
+    pub lease_until: i64,
+}
+
+pub enum AcceptOutcome {
+    Accepted { conversation_id: String, body: String },
+    /// The key was seen with the same request: the original answer.
+    Replay { status: u16, body: String },
+    /// The key was seen with a different request.
+    Conflict,
+    /// The named conversation does not exist for this tenant.
+    UnknownConversation,
+}
+
+pub async fn run(conn: &mut AnyConnection, job: &AcceptJob) -> Result<AcceptOutcome, sqlx::Error> {
+    let m = &job.msg;
+    if let Some((key, hash)) = &job.idempotency {
+        let row = sqlx::query(
+            "SELECT request_hash, response_status, response_body, created_at FROM idempotency_keys WHERE tenant_id = $1 AND idem_key = $2",
+        )
+        .bind(&m.tenant_id)
+        .bind(key)
+        .fetch_optional(&mut *conn)
+        .await?;
+        if let Some(row) = row {
+            let created: i64 = row.try_get("created_at")?;
+            if created > now_ms() - IDEMPOTENCY_TTL_MS {
+                let stored_hash: String = row.try_get("request_hash")?;
+                if &stored_hash != hash {
+                    return Ok(AcceptOutcome::Conflict);
+                }
+                let status: i64 = row.try_get("response_status")?;
+                return Ok(AcceptOutcome::Replay {
+                    status: u16::try_from(status).unwrap_or(202),
+                    body: row.try_get("response_body")?,
+                });
+            }
+            sqlx::query("DELETE FROM idempotency_keys WHERE tenant_id = $1 AND idem_key = $2")
+                .bind(&m.tenant_id)
+                .bind(key)
+                .execute(&mut *conn)
+                .await?;
+        }
+    }
+
+    let conversation_id = match &m.conversation_id {
+        Some(id) => {
+            let found = sqlx::query("SELECT id FROM conversations WHERE id = $1 AND tenant_id = $2")
+                .bind(id)
+                .bind(&m.tenant_id)
+                .fetch_optional(&mut *conn)
+                .await?;
+            if found.is_none() {
+                return Ok(AcceptOutcome::UnknownConversation);
+            }
+            sqlx::query("UPDATE conversations SET last_activity_at = $1, state = CASE WHEN state = 'inactive' THEN 'open' ELSE state END WHERE id = $2")
+                .bind(m.created_at)
+                .bind(id)
+                .execute(&mut *conn)
+                .await?;
+            id.clone()
+        }
+        None => open_conversation_for(conn, &m.tenant_id, &m.identity, m.created_at).await?,
+    };
+
+    sqlx::query(
+        "INSERT INTO messages (id, tenant_id, conversation_id, direction, channel, to_addr, from_addr, body, subject, template, metadata, callback_url, encoding, segments, status, created_at, updated_at)
+         VALUES ($1, $2, $3, 'outbound', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'accepted', $14, $15)",
+    )
+    .bind(&m.id)
+    .bind(&m.tenant_id)
+    .bind(&conversation_id)
+    .bind(m.channel.as_str())
+    .bind(&m.to)
+    .bind(&m.from)
+    .bind(&m.body)
+    .bind(&m.subject)
+    .bind(m.template.as_ref().and_then(|t| serde_json::to_string(t).ok()))
+    .bind(m.metadata.as_ref().map(|v| v.to_string()))
+    .bind(&m.callback_url)
+    .bind(m.encoding)
+    .bind(m.segments.map(i64::from))
+    .bind(m.created_at)
+    .bind(m.created_at)
+    .execute(&mut *conn)
+    .await?;
+
+    sqlx::query("INSERT INTO outbox (message_id, available_at, tries, lease_token, lease_until, created_at) VALUES ($1, $2, 0, $3, $4, $5)")
+        .bind(&m.id)
+        .bind(m.created_at)
+        .bind(&job.lease_token)
+        .bind(job.lease_until)
+        .bind(m.created_at)
+        .execute(&mut *conn)
+        .await?;
+
+    let body = serde_json::to_string(&MessageView::accepted(m, &conversation_id)).unwrap_or_default();
+    if let Some((key, hash)) = &job.idempotency {
+        sqlx::query(
+            "INSERT INTO idempotency_keys (tenant_id, idem_key, request_hash, response_status, response_body, created_at) VALUES ($1, $2, $3, 202, $4, $5)",
+        )
+        .bind(&m.tenant_id)
+        .bind(key)
+        .bind(hash)
+        .bind(&body)
+        .bind(m.created_at)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(AcceptOutcome::Accepted { conversation_id, body })
+}
+
+/// The tenant's open conversation with this identity, created if there is none. Race-free:
+/// the binding key is unique while the conversation is open.
+pub async fn open_conversation_for(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    identity: &str,
+    now: i64,
+) -> Result<String, sqlx::Error> {
+    let binding = format!("{tenant_id}|{identity}");
+    let row = sqlx::query(
+        "INSERT INTO conversations (id, tenant_id, binding_key, state, created_at, last_activity_at) VALUES ($1, $2, $3, 'open', $4, $5)
+         ON CONFLICT (binding_key) DO UPDATE SET last_activity_at = excluded.last_activity_at
+         RETURNING id",
+    )
+    .bind(ids::new_id(ids::IdKind::Conversation))
+    .bind(tenant_id)
+    .bind(&binding)
+    .bind(now)
+    .bind(now)
+    .fetch_one(&mut *conn)
+    .await?;
+    row.try_get("id")
+}

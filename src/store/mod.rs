@@ -1,0 +1,235 @@
+//! Durable state. Store methods name intents (`accept`, `claim_due`, `ingest_webhook`), not
+//! SQL; each engine keeps its idiom: PostgreSQL claims with `FOR UPDATE SKIP LOCKED` and runs
+//! several writers; SQLite (WAL, `synchronous=FULL`) has exactly one writing connection.
+//!
+//! Every write goes through the group-commit [`writer`]: concurrent requests share one
+//! transaction (and so one fsync), and each caller hears back only after the commit.
+
+pub(crate) mod accept;
+mod delivery;
+mod read;
+mod status;
+mod tenants;
+mod webhooks;
+pub mod writer;
+
+pub use accept::{AcceptJob, AcceptOutcome};
+pub use delivery::{AttemptBegin, AttemptEnd, AttemptResult, ClaimJob, Claimed};
+pub use tenants::AdminDone;
+pub use read::{ListFilter, OutboxStats};
+pub use status::StatusChange;
+pub use webhooks::{WebhookJob, WebhookOutcome};
+
+use crate::config::{Config, DatabaseUrl};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Executor, Row};
+use std::sync::Arc;
+use std::time::Duration;
+use writer::{Job, Writer};
+
+static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("the store is shutting down")]
+    Closed,
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// The durable store: a read pool and the group-commit writer.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    backend: Backend,
+    read: AnyPool,
+    write: AnyPool,
+    writer: Writer,
+}
+
+impl Store {
+    /// Opens the database named by the config (it is created if it is a new SQLite file).
+    pub async fn open(cfg: &Config) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let url = cfg.database().map_err(StoreError::Corrupt)?;
+        let (backend, read, write, writers) = match &url {
+            DatabaseUrl::Sqlite(u) => {
+                let opts = || {
+                    AnyPoolOptions::new().after_connect(|conn, _| {
+                        Box::pin(async move {
+                            conn.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;")
+                                .await?;
+                            Ok(())
+                        })
+                    })
+                };
+                let write = opts().max_connections(1).connect(u).await?;
+                let read = opts().max_connections(cfg.store.pool_size.min(8)).connect(u).await?;
+                (Backend::Sqlite, read, write, 1)
+            }
+            DatabaseUrl::Postgres(u) => {
+                let writers = cfg.store.writers;
+                let write = AnyPoolOptions::new()
+                    .max_connections(u32::try_from(writers).unwrap_or(4) + 1)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect(u)
+                    .await?;
+                let read = AnyPoolOptions::new()
+                    .max_connections(cfg.store.pool_size)
+                    .acquire_timeout(Duration::from_secs(5))
+                    .connect(u)
+                    .await?;
+                (Backend::Postgres, read, write, writers)
+            }
+        };
+        let writer = Writer::start(write.clone(), backend, writers, cfg.store.batch_max);
+        Ok(Store { inner: Arc::new(Inner { backend, read, write, writer }) })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.inner.backend
+    }
+
+    pub(crate) fn reader(&self) -> &AnyPool {
+        &self.inner.read
+    }
+
+    fn migrator(&self) -> &'static sqlx::migrate::Migrator {
+        match self.inner.backend {
+            Backend::Sqlite => &SQLITE_MIGRATOR,
+            Backend::Postgres => &POSTGRES_MIGRATOR,
+        }
+    }
+
+    /// Applies pending migrations.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        self.migrator().run(&self.inner.write).await?;
+        Ok(())
+    }
+
+    /// Readiness: the database answers and every migration is applied.
+    pub async fn ready(&self) -> Result<(), String> {
+        let expected = self.migrator().iter().filter(|m| m.migration_type.is_up_migration()).count();
+        let row: Result<AnyRow, _> =
+            sqlx::query("SELECT COUNT(*) AS n FROM _sqlx_migrations WHERE success = TRUE")
+                .fetch_one(&self.inner.read)
+                .await;
+        match row {
+            Ok(row) => {
+                let n: i64 = row.try_get("n").map_err(|e| e.to_string())?;
+                if usize::try_from(n).unwrap_or(0) >= expected {
+                    Ok(())
+                } else {
+                    Err(format!("{} of {expected} migrations applied", n))
+                }
+            }
+            Err(e) => Err(format!("database unreachable or not migrated: {e}")),
+        }
+    }
+
+    pub(crate) async fn submit<T>(&self, job: Job, pick: fn(writer::Done) -> Option<T>) -> Result<T, StoreError> {
+        self.inner.writer.submit(job, pick).await
+    }
+
+    /// Waits until queued writes are committed and closes the pools.
+    pub async fn close(&self) {
+        self.inner.writer.close().await;
+        self.inner.read.close().await;
+        self.inner.write.close().await;
+    }
+}
+
+/// Write intents; each goes through the group-commit writer.
+impl Store {
+    /// Stores a new message and its outbox row (or answers an idempotent replay).
+    pub async fn accept(&self, job: AcceptJob) -> Result<AcceptOutcome, StoreError> {
+        self.submit(Job::Accept(Box::new(job)), |d| match d {
+            writer::Done::Accept(a) => Some(a),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Leases due outbox rows to this process.
+    pub async fn claim_due(&self, job: ClaimJob) -> Result<Vec<Claimed>, StoreError> {
+        self.submit(Job::Claim(job), |d| match d {
+            writer::Done::Claim(c) => Some(c),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Records an attempt as in flight and returns its number; `None` if the lease was lost.
+    pub async fn begin_attempt(&self, job: AttemptBegin) -> Result<Option<i64>, StoreError> {
+        self.submit(Job::Begin(job), |d| match d {
+            writer::Done::Begin(b) => Some(b),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Records an attempt's result.
+    pub async fn end_attempt(&self, job: AttemptEnd) -> Result<Vec<StatusChange>, StoreError> {
+        self.submit(Job::End(Box::new(job)), |d| match d {
+            writer::Done::End(c) => Some(c),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Stores verified webhook events and applies them.
+    pub async fn ingest_webhook(&self, job: WebhookJob) -> Result<WebhookOutcome, StoreError> {
+        self.submit(Job::Webhook(Box::new(job)), |d| match d {
+            writer::Done::Webhook(w) => Some(w),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Creates a tenant (idempotent by name); returns its id and whether it is new.
+    pub async fn create_tenant(&self, name: &str) -> Result<AdminDone, StoreError> {
+        self.submit(Job::Admin(tenants::AdminJob::CreateTenant { name: name.to_string() }), |d| match d {
+            writer::Done::Admin(a) => Some(a),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Stores a new API key's hash for a tenant (by name or id).
+    pub async fn create_api_key(&self, tenant: &str, key_hash: &str) -> Result<AdminDone, StoreError> {
+        let job = tenants::AdminJob::CreateApiKey { tenant: tenant.to_string(), key_hash: key_hash.to_string() };
+        self.submit(Job::Admin(job), |d| match d {
+            writer::Done::Admin(a) => Some(a),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Gives back idle leases this process holds (shutdown).
+    pub async fn release_leases(&self, node: &str) -> Result<u64, StoreError> {
+        let mut conn = self.inner.write.acquire().await?;
+        Ok(delivery::release(&mut conn, node).await?)
+    }
+}
+
+/// Reads an optional JSON column.
+pub(crate) fn json_col<T: serde::de::DeserializeOwned>(row: &AnyRow, col: &str) -> Option<T> {
+    row.try_get::<Option<String>, _>(col)
+        .ok()
+        .flatten()
+        .and_then(|s| serde_json::from_str(&s).ok())
+}

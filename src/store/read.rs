@@ -1,0 +1,199 @@
+//! Reads, always scoped to a tenant.
+
+use super::{json_col, Store, StoreError};
+use crate::domain::message::{AttemptView, MessageError, MessageView, StatusEntry};
+use crate::domain::rfc3339;
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+/// Filters of `GET /v1/messages`.
+#[derive(Debug, Default, Clone)]
+pub struct ListFilter {
+    pub conversation_id: Option<String>,
+    pub status: Option<String>,
+    /// Only messages created after this time (Unix ms).
+    pub after_ms: Option<i64>,
+    /// Keyset cursor: the last id of the previous page.
+    pub cursor: Option<String>,
+    pub limit: i64,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct OutboxStats {
+    pub depth: i64,
+    pub oldest_age_seconds: f64,
+}
+
+const MESSAGE_COLS: &str = "id, conversation_id, direction, channel, to_addr, from_addr, body, subject, template, metadata, callback_url, encoding, segments, status, error_reason, error_code, error_detail, threading, created_at, updated_at";
+
+fn message_view(r: &AnyRow) -> Result<MessageView, sqlx::Error> {
+    let reason: Option<String> = r.try_get("error_reason")?;
+    Ok(MessageView {
+        id: r.try_get("id")?,
+        conversation_id: r.try_get("conversation_id")?,
+        direction: r.try_get("direction")?,
+        channel: r.try_get("channel")?,
+        to: r.try_get("to_addr")?,
+        from: r.try_get("from_addr")?,
+        body: r.try_get("body")?,
+        subject: r.try_get("subject")?,
+        template: json_col(r, "template"),
+        status: r.try_get("status")?,
+        encoding: r.try_get("encoding")?,
+        segments: r.try_get("segments")?,
+        metadata: json_col(r, "metadata"),
+        callback_url: r.try_get("callback_url")?,
+        error: match reason {
+            Some(reason) => Some(MessageError { reason, code: r.try_get("error_code")?, detail: r.try_get("error_detail")? }),
+            None => None,
+        },
+        threading: json_col(r, "threading"),
+        created_at: rfc3339(r.try_get("created_at")?),
+        updated_at: rfc3339(r.try_get("updated_at")?),
+        status_history: None,
+        attempts: None,
+    })
+}
+
+impl Store {
+    /// The tenant owning an API key hash, if the key is live.
+    pub async fn tenant_for_key(&self, key_hash: &str) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT tenant_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL")
+            .bind(key_hash)
+            .fetch_optional(self.reader())
+            .await?;
+        Ok(row.map(|r| r.try_get("tenant_id")).transpose()?)
+    }
+
+    /// A tenant's name by id.
+    pub async fn tenant_name(&self, tenant_id: &str) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT name FROM tenants WHERE id = $1").bind(tenant_id).fetch_optional(self.reader()).await?;
+        Ok(row.map(|r| r.try_get("name")).transpose()?)
+    }
+
+    /// One message with its history and attempts.
+    pub async fn message(&self, tenant_id: &str, id: &str) -> Result<Option<MessageView>, StoreError> {
+        let sql = format!("SELECT {MESSAGE_COLS} FROM messages WHERE id = $1 AND tenant_id = $2");
+        let Some(row) = sqlx::query(&sql).bind(id).bind(tenant_id).fetch_optional(self.reader()).await? else {
+            return Ok(None);
+        };
+        let mut view = message_view(&row)?;
+        let mut history = vec![StatusEntry {
+            status: "accepted".into(),
+            raw_status: None,
+            applied: true,
+            connection: None,
+            provider_message_id: None,
+            error_code: None,
+            at: view.created_at.clone(),
+        }];
+        let rows = sqlx::query(
+            "SELECT status, raw_status, applied, connection_id, provider_message_id, error_code, occurred_at FROM status_history WHERE message_id = $1 ORDER BY id",
+        )
+        .bind(id)
+        .fetch_all(self.reader())
+        .await?;
+        for r in rows {
+            history.push(StatusEntry {
+                status: r.try_get("status")?,
+                raw_status: r.try_get("raw_status")?,
+                applied: r.try_get::<i64, _>("applied")? != 0,
+                connection: r.try_get("connection_id")?,
+                provider_message_id: r.try_get("provider_message_id")?,
+                error_code: r.try_get("error_code")?,
+                at: rfc3339(r.try_get("occurred_at")?),
+            });
+        }
+        if view.direction == "inbound" {
+            history.truncate(0);
+            history.push(StatusEntry {
+                status: "received".into(),
+                raw_status: None,
+                applied: true,
+                connection: None,
+                provider_message_id: None,
+                error_code: None,
+                at: view.created_at.clone(),
+            });
+        }
+        view.status_history = Some(history);
+        let rows = sqlx::query(
+            "SELECT id, seq, channel, provider, connection_id, sender, provider_ids, outcome, error_code, error_detail, started_at, finished_at FROM attempts WHERE message_id = $1 ORDER BY seq, started_at",
+        )
+        .bind(id)
+        .fetch_all(self.reader())
+        .await?;
+        let mut attempts = Vec::with_capacity(rows.len());
+        for r in rows {
+            attempts.push(AttemptView {
+                id: r.try_get("id")?,
+                seq: r.try_get("seq")?,
+                channel: r.try_get("channel")?,
+                provider: r.try_get("provider")?,
+                connection: r.try_get("connection_id")?,
+                sender: r.try_get("sender")?,
+                provider_ids: json_col(&r, "provider_ids").unwrap_or_default(),
+                outcome: r.try_get("outcome")?,
+                error_code: r.try_get("error_code")?,
+                error_detail: r.try_get("error_detail")?,
+                started_at: rfc3339(r.try_get("started_at")?),
+                finished_at: r.try_get::<Option<i64>, _>("finished_at")?.map(rfc3339),
+            });
+        }
+        view.attempts = Some(attempts);
+        Ok(Some(view))
+    }
+
+    /// A page of messages, newest first, and the cursor of the next page.
+    pub async fn messages(&self, tenant_id: &str, f: &ListFilter) -> Result<(Vec<MessageView>, Option<String>), StoreError> {
+        let mut sql = format!("SELECT {MESSAGE_COLS} FROM messages WHERE tenant_id = $1");
+        let mut binds: Vec<String> = Vec::new();
+        let mut n = 1;
+        let mut push = |sql: &mut String, clause: &str, v: String| {
+            n += 1;
+            sql.push_str(&clause.replace("$?", &format!("${n}")));
+            binds.push(v);
+        };
+        if let Some(c) = &f.conversation_id {
+            push(&mut sql, " AND conversation_id = $?", c.clone());
+        }
+        if let Some(s) = &f.status {
+            push(&mut sql, " AND status = $?", s.clone());
+        }
+        if let Some(c) = &f.cursor {
+            push(&mut sql, " AND id < $?", c.clone());
+        }
+        let after = f.after_ms;
+        if after.is_some() {
+            sql.push_str(&format!(" AND created_at > ${}", n + 1));
+        }
+        sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", f.limit + 1));
+        let mut q = sqlx::query(&sql).bind(tenant_id);
+        for b in &binds {
+            q = q.bind(b);
+        }
+        if let Some(a) = after {
+            q = q.bind(a);
+        }
+        let rows = q.fetch_all(self.reader()).await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows.iter().take(usize::try_from(f.limit).unwrap_or(50)) {
+            out.push(message_view(r)?);
+        }
+        let next = if rows.len() > out.len() { out.last().map(|m| m.id.clone()) } else { None };
+        Ok((out, next))
+    }
+
+    /// Outbox depth and the age of its oldest due row.
+    pub async fn outbox_stats(&self, now: i64) -> Result<OutboxStats, StoreError> {
+        let r = sqlx::query("SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM outbox")
+            .fetch_one(self.reader())
+            .await?;
+        let depth: i64 = r.try_get("n")?;
+        let oldest: Option<i64> = r.try_get("oldest")?;
+        Ok(OutboxStats {
+            depth,
+            oldest_age_seconds: oldest.map(|o| ((now - o).max(0)) as f64 / 1000.0).unwrap_or(0.0),
+        })
+    }
+}

@@ -1,0 +1,233 @@
+//! Storing verified webhook events: raw event first (de-duplicated per connection), then
+//! applied. A receipt for a provider id weft has not stored yet is parked and re-matched when
+//! the send's result is recorded.
+
+use super::delivery::{delete_outbox, finish_attempt, record_refs};
+use super::status::{self, ErrorFields, StatusChange, StatusInput};
+use crate::domain::{ids, now_ms};
+use sqlx::{AnyConnection, Row};
+use std::str::FromStr;
+use weft_provider::{DeliveryStatus, InboundEvent, StatusEvent};
+
+pub struct WebhookJob {
+    pub connection_id: String,
+    pub kind: String,
+    /// The connection's tenant (`*`: shared, resolved per event).
+    pub tenant: String,
+    pub events: Vec<InboundEvent>,
+}
+
+#[derive(Default)]
+pub struct WebhookOutcome {
+    pub stored: usize,
+    pub duplicates: usize,
+    pub parked: usize,
+    pub changes: Vec<StatusChange>,
+    /// Ids of inbound messages stored.
+    pub inbound_messages: Vec<String>,
+}
+
+pub async fn run(conn: &mut AnyConnection, job: &WebhookJob) -> Result<WebhookOutcome, sqlx::Error> {
+    let mut out = WebhookOutcome::default();
+    let now = now_ms();
+    for ev in &job.events {
+        let event_id = ids::new_id(ids::IdKind::Event);
+        let pid = match ev {
+            InboundEvent::Status(s) => Some(s.provider_message_id.as_str()),
+            InboundEvent::Message(m) => Some(m.provider_message_id.as_str()),
+            _ => None,
+        };
+        let inserted = sqlx::query(
+            "INSERT INTO webhook_events (id, connection_id, kind, dedupe_key, event, provider_message_id, processed, received_at)
+             VALUES ($1, $2, $3, $4, $5, $6, 0, $7) ON CONFLICT (connection_id, dedupe_key) DO NOTHING",
+        )
+        .bind(&event_id)
+        .bind(&job.connection_id)
+        .bind(&job.kind)
+        .bind(ev.dedupe_key())
+        .bind(serde_json::to_string(ev).unwrap_or_default())
+        .bind(pid)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            out.duplicates += 1;
+            continue;
+        }
+        out.stored += 1;
+        let processed = match ev {
+            InboundEvent::Status(s) => match apply_status(conn, &job.connection_id, s, now).await? {
+                Some(mut c) => {
+                    out.changes.append(&mut c);
+                    true
+                }
+                None => false,
+            },
+            other => {
+                if let Some(id) = crate::threading::ingest(conn, &job.connection_id, &job.tenant, other, now).await? {
+                    out.inbound_messages.push(id);
+                }
+                true
+            }
+        };
+        if processed {
+            sqlx::query("UPDATE webhook_events SET processed = 1 WHERE id = $1").bind(&event_id).execute(&mut *conn).await?;
+        } else {
+            out.parked += 1;
+        }
+    }
+    Ok(out)
+}
+
+/// Applies one receipt. `None`: no message known yet (park it).
+async fn apply_status(
+    conn: &mut AnyConnection,
+    connection_id: &str,
+    s: &StatusEvent,
+    now: i64,
+) -> Result<Option<Vec<StatusChange>>, sqlx::Error> {
+    let by_ref = sqlx::query("SELECT message_id, attempt_id, part, status FROM provider_refs WHERE connection_id = $1 AND provider_message_id = $2")
+        .bind(connection_id)
+        .bind(&s.provider_message_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let (message_id, part_status) = match by_ref {
+        Some(r) => (r.try_get::<String, _>("message_id")?, Some(r.try_get::<String, _>("status")?)),
+        None => {
+            // Not recorded yet (callback raced the send's answer, or we crashed mid-send):
+            // the ids weft put in the callback prove which message and attempt it is.
+            let Some(mid) = &s.correlation.message_id else { return Ok(None) };
+            let exists = sqlx::query("SELECT id FROM messages WHERE id = $1").bind(mid).fetch_optional(&mut *conn).await?;
+            if exists.is_none() {
+                return Ok(None);
+            }
+            if let Some(att) = &s.correlation.attempt_id {
+                reconcile(conn, connection_id, mid, att, &s.provider_message_id, now).await?;
+            }
+            (mid.clone(), None)
+        }
+    };
+    let Some(incoming) = s.status else {
+        // Informational (no effect on delivery): history only.
+        sqlx::query(
+            "INSERT INTO status_history (message_id, status, raw_status, applied, connection_id, provider_message_id, error_code, detail, occurred_at)
+             SELECT $1, status, $2, 0, $3, $4, $5, $6, $7 FROM messages WHERE id = $8",
+        )
+        .bind(&message_id)
+        .bind(&s.raw_status)
+        .bind(connection_id)
+        .bind(&s.provider_message_id)
+        .bind(&s.error_code)
+        .bind(&s.error_detail)
+        .bind(s.occurred_at_ms.unwrap_or(now))
+        .bind(&message_id)
+        .execute(&mut *conn)
+        .await?;
+        return Ok(Some(Vec::new()));
+    };
+    // A long SMS has one id per part: the message is as far as its slowest part.
+    let mut effective = incoming;
+    if let Some(ps) = part_status {
+        let cur = DeliveryStatus::from_str(&ps).unwrap_or(DeliveryStatus::Queued);
+        if let weft_provider::status::Transition::Moved(n) = cur.apply(incoming) {
+            sqlx::query("UPDATE provider_refs SET status = $1 WHERE connection_id = $2 AND provider_message_id = $3")
+                .bind(n.as_str())
+                .bind(connection_id)
+                .bind(&s.provider_message_id)
+                .execute(&mut *conn)
+                .await?;
+        }
+        let parts = sqlx::query("SELECT status FROM provider_refs WHERE message_id = $1")
+            .bind(&message_id)
+            .fetch_all(&mut *conn)
+            .await?;
+        if parts.len() > 1 {
+            let statuses: Vec<DeliveryStatus> = parts
+                .iter()
+                .filter_map(|r| r.try_get::<String, _>("status").ok())
+                .filter_map(|s| DeliveryStatus::from_str(&s).ok())
+                .collect();
+            if let Some(c) = DeliveryStatus::combine_parts(&statuses) {
+                effective = if incoming.is_failure() { incoming } else { c };
+            }
+        }
+    }
+    let reason = status::reason_for(effective);
+    let error = effective.is_failure().then(|| ErrorFields {
+        reason: if s.opted_out { "opted_out" } else { reason },
+        code: s.error_code.as_deref(),
+        detail: s.error_detail.as_deref(),
+    });
+    let input = StatusInput {
+        status: effective,
+        raw_status: Some(&s.raw_status),
+        connection_id: Some(connection_id),
+        provider_message_id: Some(&s.provider_message_id),
+        error,
+        at: s.occurred_at_ms.unwrap_or(now),
+    };
+    Ok(Some(status::apply(conn, &message_id, &input).await?.into_iter().collect()))
+}
+
+/// A callback proved an attempt reached the provider: record it as taken.
+async fn reconcile(
+    conn: &mut AnyConnection,
+    connection_id: &str,
+    message_id: &str,
+    attempt_id: &str,
+    provider_message_id: &str,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    let row = sqlx::query("SELECT outcome FROM attempts WHERE id = $1 AND message_id = $2")
+        .bind(attempt_id)
+        .bind(message_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let Some(row) = row else { return Ok(()) };
+    let outcome: String = row.try_get("outcome")?;
+    if matches!(outcome.as_str(), "in_flight" | "unknown" | "timeout") {
+        let ids = vec![provider_message_id.to_string()];
+        finish_attempt(conn, attempt_id, "queued", Some(&ids), None, None, now).await?;
+        record_refs(conn, connection_id, message_id, attempt_id, &ids).await?;
+        sqlx::query("UPDATE messages SET connection_id = $1 WHERE id = $2 AND connection_id IS NULL")
+            .bind(connection_id)
+            .bind(message_id)
+            .execute(&mut *conn)
+            .await?;
+        // Only a send that is not running right now may lose its outbox row.
+        if outcome != "in_flight" {
+            delete_outbox(conn, message_id).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Applies receipts that arrived before their provider ids were stored.
+pub async fn rematch_parked(
+    conn: &mut AnyConnection,
+    connection_id: &str,
+    provider_ids: &[String],
+) -> Result<Vec<StatusChange>, sqlx::Error> {
+    let mut changes = Vec::new();
+    for pid in provider_ids {
+        let rows = sqlx::query(
+            "SELECT id, event FROM webhook_events WHERE connection_id = $1 AND provider_message_id = $2 AND processed = 0 ORDER BY received_at",
+        )
+        .bind(connection_id)
+        .bind(pid)
+        .fetch_all(&mut *conn)
+        .await?;
+        for r in rows {
+            let id: String = r.try_get("id")?;
+            let event: String = r.try_get("event")?;
+            if let Ok(InboundEvent::Status(s)) = serde_json::from_str::<InboundEvent>(&event) {
+                if let Some(mut c) = apply_status(conn, connection_id, &s, now_ms()).await? {
+                    changes.append(&mut c);
+                    sqlx::query("UPDATE webhook_events SET processed = 1 WHERE id = $1").bind(&id).execute(&mut *conn).await?;
+                }
+            }
+        }
+    }
+    Ok(changes)
+}
