@@ -22,7 +22,10 @@ pub enum StartupError {
     #[error("connection {0}")]
     Connection(#[from] weft_provider::ConfigError),
     #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: String, source: std::io::Error },
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("server failed: {0}")]
     Serve(std::io::Error),
 }
@@ -42,9 +45,13 @@ impl Application {
             store.migrate().await?;
         }
         let registry = Registry::new(cfg.connections()?)?;
-        let listener = TcpListener::bind(&cfg.listen)
-            .await
-            .map_err(|source| StartupError::Listen { addr: cfg.listen.clone(), source })?;
+        let listener =
+            TcpListener::bind(&cfg.listen)
+                .await
+                .map_err(|source| StartupError::Listen {
+                    addr: cfg.listen.clone(),
+                    source,
+                })?;
         // With port 0 the public URL must name the port really bound.
         let mut cfg = cfg;
         if let Ok(addr) = listener.local_addr() {
@@ -62,7 +69,11 @@ impl Application {
             keys: Arc::new(DashMap::new()),
             draining: Arc::new(AtomicBool::new(false)),
         };
-        Ok(Application { listener, state, cfg })
+        Ok(Application {
+            listener,
+            state,
+            cfg,
+        })
     }
 
     pub fn local_addr(&self) -> Option<SocketAddr> {
@@ -74,8 +85,15 @@ impl Application {
     }
 
     /// Serves until `shutdown` resolves, then drains.
-    pub async fn run_until(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<(), StartupError> {
-        let Application { listener, state, cfg } = self;
+    pub async fn run_until(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartupError> {
+        let Application {
+            listener,
+            state,
+            cfg,
+        } = self;
         let router = api::router(state.clone(), cfg.max_body_bytes);
         let draining = state.draining.clone();
         tracing::info!(listen = %cfg.listen, public_url = %cfg.public_base(), "weft is serving.");
@@ -86,7 +104,10 @@ impl Application {
                 tracing::info!("Shutting down: no new requests; draining in-flight sends.");
             })
             .await;
-        state.dispatcher.shutdown(Duration::from_secs(cfg.shutdown.drain_seconds)).await;
+        state
+            .dispatcher
+            .shutdown(Duration::from_secs(cfg.shutdown.drain_seconds))
+            .await;
         state.store.close().await;
         served.map_err(StartupError::Serve)
     }

@@ -67,16 +67,23 @@ pub async fn run(cli: Cli, cfg: Config) -> Result<(), StartupError> {
             println!("migrations applied");
             Ok(())
         }
-        Command::Tenant { action: TenantAction::Create { name } } => {
+        Command::Tenant {
+            action: TenantAction::Create { name },
+        } => {
             let store = open_migrated(&cfg).await?;
             if let AdminDone::Tenant { id, created } = store.create_tenant(&name).await? {
-                println!("{} tenant {name}", if created { "created" } else { "existing" });
+                println!(
+                    "{} tenant {name}",
+                    if created { "created" } else { "existing" }
+                );
                 println!("{id}");
             }
             store.close().await;
             Ok(())
         }
-        Command::ApiKey { action: KeyAction::Create { tenant } } => {
+        Command::ApiKey {
+            action: KeyAction::Create { tenant },
+        } => {
             let store = open_migrated(&cfg).await?;
             let key = auth::new_key();
             let done = store.create_api_key(&tenant, &auth::hash_key(&key)).await?;
@@ -88,7 +95,9 @@ pub async fn run(cli: Cli, cfg: Config) -> Result<(), StartupError> {
                     Ok(())
                 }
                 _ => Err(StartupError::Config(crate::config::ConfigProblems {
-                    problems: vec![format!("no tenant named {tenant:?}; run `weft tenant create {tenant}` first")],
+                    problems: vec![format!(
+                        "no tenant named {tenant:?}; run `weft tenant create {tenant}` first"
+                    )],
                 })),
             }
         }
@@ -109,7 +118,9 @@ async fn open_migrated(cfg: &Config) -> Result<Store, StartupError> {
 /// right away.
 async fn ensure_default_tenant(store: &Store) -> Result<(), StartupError> {
     if let AdminDone::Tenant { created: true, .. } = store.create_tenant("default").await? {
-        tracing::info!("Created tenant `default`; get a key with `weft api-key create --tenant default`.");
+        tracing::info!(
+            "Created tenant `default`; get a key with `weft api-key create --tenant default`."
+        );
     }
     Ok(())
 }

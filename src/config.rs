@@ -144,7 +144,12 @@ impl Config {
             }
             fig = fig.merge(Toml::file(path));
         }
-        fig = fig.merge(Env::prefixed("WEFT_").split("__").ignore(&["CONFIG", "VECTORS_DIR", "TEST_DATABASE_URL", "BIN"]));
+        fig = fig.merge(Env::prefixed("WEFT_").split("__").ignore(&[
+            "CONFIG",
+            "VECTORS_DIR",
+            "TEST_DATABASE_URL",
+            "BIN",
+        ]));
         let cfg: Config = fig.extract().map_err(|e| ConfigProblems {
             problems: e.into_iter().map(|e| e.to_string()).collect(),
         })?;
@@ -174,14 +179,20 @@ impl Config {
         if !self.public_url.is_empty() {
             match url::Url::parse(&self.public_url) {
                 Ok(u) if matches!(u.scheme(), "http" | "https") => {}
-                _ => p.push(format!("public_url: {:?} must be an http(s) URL", self.public_url)),
+                _ => p.push(format!(
+                    "public_url: {:?} must be an http(s) URL",
+                    self.public_url
+                )),
             }
         }
         if self.max_body_bytes < 1024 {
             p.push("max_body_bytes: must be at least 1024".into());
         }
         if !matches!(self.log.format.as_str(), "json" | "pretty") {
-            p.push(format!("log.format: {:?} must be json or pretty", self.log.format));
+            p.push(format!(
+                "log.format: {:?} must be json or pretty",
+                self.log.format
+            ));
         }
         if self.store.batch_max == 0 || self.store.writers == 0 || self.store.pool_size == 0 {
             p.push("store: batch_max, writers and pool_size must be at least 1".into());
@@ -242,10 +253,16 @@ impl Config {
                 return Err("database_url: sqlite URL has no path".into());
             }
             let sep = if rest.contains('?') { "&" } else { "?" };
-            let with_mode = if rest.contains("mode=") { rest.to_string() } else { format!("{rest}{sep}mode=rwc") };
+            let with_mode = if rest.contains("mode=") {
+                rest.to_string()
+            } else {
+                format!("{rest}{sep}mode=rwc")
+            };
             Ok(DatabaseUrl::Sqlite(format!("sqlite://{with_mode}")))
         } else {
-            Err(format!("database_url: {url:?} must start with sqlite: or postgres://"))
+            Err(format!(
+                "database_url: {url:?} must start with sqlite: or postgres://"
+            ))
         }
     }
 
@@ -264,9 +281,13 @@ impl Config {
             spec.tenant = "*".into();
             spec.channels = Channel::ALL.to_vec();
             spec.senders = vec!["+15005550006".into(), "sandbox@weft.local".into()];
-            spec.settings.insert("echo".into(), serde_json::Value::Bool(self.sandbox.echo));
+            spec.settings
+                .insert("echo".into(), serde_json::Value::Bool(self.sandbox.echo));
             spec.request_timeout = Duration::from_secs(self.dispatch.request_timeout_seconds);
-            out.push(Connection { spec, rate_limit_per_second: None });
+            out.push(Connection {
+                spec,
+                rate_limit_per_second: None,
+            });
         }
         if problems.is_empty() {
             Ok(out)
@@ -278,8 +299,15 @@ impl Config {
     fn resolve_connection(&self, c: &ConnectionConfig) -> Result<Connection, Vec<String>> {
         let mut p = Vec::new();
         let at = format!("connections.{}", c.id);
-        if c.id.is_empty() || !c.id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-            p.push(format!("{at}.id: use letters, digits, - and _ only (it appears in URLs)"));
+        if c.id.is_empty()
+            || !c
+                .id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            p.push(format!(
+                "{at}.id: use letters, digits, - and _ only (it appears in URLs)"
+            ));
         }
         let provider = ProviderKind::from_str(&c.provider);
         if let Err(e) = &provider {
@@ -290,7 +318,10 @@ impl Config {
             Some(u) => match url::Url::parse(u) {
                 Ok(u) if matches!(u.scheme(), "http" | "https" | "smtp") => Some(u),
                 Ok(u) => {
-                    p.push(format!("{at}.base_url: scheme must be http or https (got {:?})", u.scheme()));
+                    p.push(format!(
+                        "{at}.base_url: scheme must be http or https (got {:?})",
+                        u.scheme()
+                    ));
                     None
                 }
                 Err(e) => {
@@ -316,12 +347,17 @@ impl Config {
                     Ok(val) => {
                         creds.insert(name.to_string(), SecretString::from(val));
                     }
-                    Err(_) => p.push(format!("{at}.credentials.{k}: environment variable {v} is not set")),
+                    Err(_) => p.push(format!(
+                        "{at}.credentials.{k}: environment variable {v} is not set"
+                    )),
                 }
             } else if let Some(name) = k.strip_suffix("_file") {
                 match std::fs::read_to_string(v) {
                     Ok(val) => {
-                        creds.insert(name.to_string(), SecretString::from(val.trim_end().to_string()));
+                        creds.insert(
+                            name.to_string(),
+                            SecretString::from(val.trim_end().to_string()),
+                        );
                     }
                     Err(e) => p.push(format!("{at}.credentials.{k}: cannot read {v}: {e}")),
                 }
@@ -329,7 +365,9 @@ impl Config {
                 creds.insert(k.clone(), SecretString::from(v.clone()));
             }
         }
-        let Ok(provider) = provider else { return Err(p) };
+        let Ok(provider) = provider else {
+            return Err(p);
+        };
         let mut spec = ConnectionSpec::new(c.id.clone(), provider);
         spec.tenant = c.tenant.clone();
         spec.base_url = base_url;
@@ -337,12 +375,18 @@ impl Config {
         spec.channels = channels;
         spec.credentials = Credentials::new(creds);
         spec.settings = c.settings.clone();
-        spec.request_timeout = Duration::from_secs(c.request_timeout_seconds.unwrap_or(self.dispatch.request_timeout_seconds));
+        spec.request_timeout = Duration::from_secs(
+            c.request_timeout_seconds
+                .unwrap_or(self.dispatch.request_timeout_seconds),
+        );
         if let Err(e) = crate::providers::build(&spec) {
             p.extend(e.problems.into_iter().map(|m| format!("{at}: {m}")));
         }
         if p.is_empty() {
-            Ok(Connection { spec, rate_limit_per_second: c.rate_limit_per_second })
+            Ok(Connection {
+                spec,
+                rate_limit_per_second: c.rate_limit_per_second,
+            })
         } else {
             Err(p)
         }
@@ -381,14 +425,25 @@ mod tests {
         .err()
         .unwrap_or_else(|| panic!("must fail"));
         let all = err.problems.join("\n");
-        for needle in ["listen", "database_url", "lease_seconds", ".id:", "provider", "fax"] {
+        for needle in [
+            "listen",
+            "database_url",
+            "lease_seconds",
+            ".id:",
+            "provider",
+            "fax",
+        ] {
             assert!(all.contains(needle), "missing {needle} in {all}");
         }
     }
 
     #[test]
     fn sqlite_urls_get_create_mode() {
-        let cfg = Config::from_toml("database_url = \"sqlite:///tmp/x.db\"").unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(cfg.database(), Ok(DatabaseUrl::Sqlite("sqlite:///tmp/x.db?mode=rwc".into())));
+        let cfg = Config::from_toml("database_url = \"sqlite:///tmp/x.db\"")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            cfg.database(),
+            Ok(DatabaseUrl::Sqlite("sqlite:///tmp/x.db?mode=rwc".into()))
+        );
     }
 }

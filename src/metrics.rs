@@ -52,22 +52,33 @@ pub fn install() -> PrometheusHandle {
             let builder = PrometheusBuilder::new()
                 .set_buckets_for_metric(
                     Matcher::Full(HTTP_DURATION.into()),
-                    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5],
+                    &[
+                        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                    ],
                 )
                 .and_then(|b| {
                     b.set_buckets_for_metric(
                         Matcher::Full(DISPATCH_DURATION.into()),
-                        &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0],
+                        &[
+                            0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                            30.0,
+                        ],
                     )
                 })
                 .and_then(|b| {
                     b.set_buckets_for_metric(
                         Matcher::Full(ACCEPT_TO_DELIVERED.into()),
-                        &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0],
+                        &[
+                            0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0,
+                            3600.0,
+                        ],
                     )
                 })
                 .and_then(|b| {
-                    b.set_buckets_for_metric(Matcher::Full(STORE_BATCH_SIZE.into()), &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0])
+                    b.set_buckets_for_metric(
+                        Matcher::Full(STORE_BATCH_SIZE.into()),
+                        &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0],
+                    )
                 });
             let recorder = match builder {
                 Ok(b) => b.build_recorder(),
@@ -84,20 +95,69 @@ pub fn install() -> PrometheusHandle {
 }
 
 fn describe() {
-    describe_counter!(HTTP_REQUESTS, "HTTP requests by method, route template and status.");
-    describe_histogram!(HTTP_DURATION, Unit::Seconds, "HTTP request latency by method and route template.");
-    describe_counter!(MESSAGES_ACCEPTED, "Messages durably accepted by the API, by channel.");
-    describe_counter!(DISPATCH_ATTEMPTS, "Provider send attempts by provider, channel and outcome.");
-    describe_histogram!(DISPATCH_DURATION, Unit::Seconds, "Provider send latency by provider.");
-    describe_counter!(MESSAGE_STATUS, "Status changes applied to messages, by channel and status.");
+    describe_counter!(
+        HTTP_REQUESTS,
+        "HTTP requests by method, route template and status."
+    );
+    describe_histogram!(
+        HTTP_DURATION,
+        Unit::Seconds,
+        "HTTP request latency by method and route template."
+    );
+    describe_counter!(
+        MESSAGES_ACCEPTED,
+        "Messages durably accepted by the API, by channel."
+    );
+    describe_counter!(
+        DISPATCH_ATTEMPTS,
+        "Provider send attempts by provider, channel and outcome."
+    );
+    describe_histogram!(
+        DISPATCH_DURATION,
+        Unit::Seconds,
+        "Provider send latency by provider."
+    );
+    describe_counter!(
+        MESSAGE_STATUS,
+        "Status changes applied to messages, by channel and status."
+    );
     describe_gauge!(OUTBOX_DEPTH, "Outbox rows not yet handed to a provider.");
-    describe_gauge!(OUTBOX_OLDEST_AGE, Unit::Seconds, "Age of the oldest outbox row.");
-    describe_counter!(INBOUND, "Inbound messages and calls by provider and channel.");
-    describe_counter!(WEBHOOK_SIGNATURE_FAILURES, "Provider webhooks rejected for a bad or missing signature.");
-    describe_counter!(THREADING_DECISIONS, "Inbound messages threaded, by ladder rule.");
-    describe_counter!(APP_WEBHOOK_DELIVERIES, "App webhook delivery attempts by outcome.");
-    describe_gauge!(CONNECTION_CIRCUIT_OPEN, "1 while a connection's circuit breaker is open.");
-    describe_histogram!(ACCEPT_TO_DELIVERED, Unit::Seconds, "Time from accept to delivered, by channel.");
-    describe_gauge!(BUILD_INFO, "Always 1; the version label names the running build.");
-    describe_histogram!(STORE_BATCH_SIZE, "Writes committed together by one group commit.");
+    describe_gauge!(
+        OUTBOX_OLDEST_AGE,
+        Unit::Seconds,
+        "Age of the oldest outbox row."
+    );
+    describe_counter!(
+        INBOUND,
+        "Inbound messages and calls by provider and channel."
+    );
+    describe_counter!(
+        WEBHOOK_SIGNATURE_FAILURES,
+        "Provider webhooks rejected for a bad or missing signature."
+    );
+    describe_counter!(
+        THREADING_DECISIONS,
+        "Inbound messages threaded, by ladder rule."
+    );
+    describe_counter!(
+        APP_WEBHOOK_DELIVERIES,
+        "App webhook delivery attempts by outcome."
+    );
+    describe_gauge!(
+        CONNECTION_CIRCUIT_OPEN,
+        "1 while a connection's circuit breaker is open."
+    );
+    describe_histogram!(
+        ACCEPT_TO_DELIVERED,
+        Unit::Seconds,
+        "Time from accept to delivered, by channel."
+    );
+    describe_gauge!(
+        BUILD_INFO,
+        "Always 1; the version label names the running build."
+    );
+    describe_histogram!(
+        STORE_BATCH_SIZE,
+        "Writes committed together by one group commit."
+    );
 }

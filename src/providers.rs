@@ -75,11 +75,18 @@ impl Registry {
                 .rate_limit_per_second
                 .and_then(NonZeroU32::new)
                 .map(|n| RateLimiter::direct(Quota::per_second(n)));
-            let live = Arc::new(Live { spec: c.spec, provider, limiter });
+            let live = Arc::new(Live {
+                spec: c.spec,
+                provider,
+                limiter,
+            });
             by_id.insert(live.spec.id.clone(), live.clone());
             ordered.push(live);
         }
-        Ok(Registry { by_id: Arc::new(by_id), ordered: Arc::new(ordered) })
+        Ok(Registry {
+            by_id: Arc::new(by_id),
+            ordered: Arc::new(ordered),
+        })
     }
 
     pub fn get(&self, id: &str) -> Option<&Arc<Live>> {
@@ -89,9 +96,18 @@ impl Registry {
     /// Connections able to send `channel` for the tenant, in configured order; a
     /// tenant-specific connection comes before a shared (`*`) one.
     pub fn routes(&self, tenant: &[&str], channel: Channel) -> Vec<Arc<Live>> {
-        let mut own: Vec<_> =
-            self.ordered.iter().filter(|l| l.spec.tenant != "*" && l.serves(tenant, channel)).cloned().collect();
-        own.extend(self.ordered.iter().filter(|l| l.spec.tenant == "*" && l.serves(tenant, channel)).cloned());
+        let mut own: Vec<_> = self
+            .ordered
+            .iter()
+            .filter(|l| l.spec.tenant != "*" && l.serves(tenant, channel))
+            .cloned()
+            .collect();
+        own.extend(
+            self.ordered
+                .iter()
+                .filter(|l| l.spec.tenant == "*" && l.serves(tenant, channel))
+                .cloned(),
+        );
         own
     }
 

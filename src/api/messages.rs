@@ -51,21 +51,39 @@ const MAX_METADATA_BYTES: usize = 16 * 1024;
 
 fn validate(req: SendRequest, tenant: &Tenant) -> Result<NewMessage, ApiError> {
     let mut errs = Vec::new();
-    let mut err = |f: &str, d: String| errs.push(FieldError { field: f.into(), detail: d });
+    let mut err = |f: &str, d: String| {
+        errs.push(FieldError {
+            field: f.into(),
+            detail: d,
+        })
+    };
     let channel = match &req.channel {
         Some(c) => Channel::from_str(c).map_err(|e| err("channel", e)).ok(),
-        None => address::infer_channel(&req.to).map_err(|e| err("to", e.to_string())).ok(),
+        None => address::infer_channel(&req.to)
+            .map_err(|e| err("to", e.to_string()))
+            .ok(),
     };
-    let dest = channel.and_then(|ch| address::parse(ch, &req.to).map_err(|e| err("to", e.to_string())).ok());
+    let dest = channel.and_then(|ch| {
+        address::parse(ch, &req.to)
+            .map_err(|e| err("to", e.to_string()))
+            .ok()
+    });
     let body = req.body.filter(|b| !b.is_empty());
     if body.is_none() && req.template.is_none() {
-        err("body", "a message needs a non-empty body or a template".into());
+        err(
+            "body",
+            "a message needs a non-empty body or a template".into(),
+        );
     }
     if req.variables.is_some() && req.template.is_none() {
         err("variables", "variables need a template".into());
     }
     if let (Some(b), Some(ch)) = (&body, channel) {
-        let max = if ch == Channel::Email { MAX_EMAIL_BODY_CHARS } else { MAX_BODY_CHARS };
+        let max = if ch == Channel::Email {
+            MAX_EMAIL_BODY_CHARS
+        } else {
+            MAX_BODY_CHARS
+        };
         if b.chars().count() > max {
             err("body", format!("at most {max} characters on {ch}"));
         }
@@ -107,7 +125,9 @@ fn validate(req: SendRequest, tenant: &Tenant) -> Result<NewMessage, ApiError> {
     let (Some(channel), Some(dest)) = (channel, dest) else {
         return Err(ApiError::field("to", "invalid destination"));
     };
-    let seg = (channel == Channel::Sms).then(|| body.as_deref().map(segment::count)).flatten();
+    let seg = (channel == Channel::Sms)
+        .then(|| body.as_deref().map(segment::count))
+        .flatten();
     Ok(NewMessage {
         id: ids::new_id(ids::IdKind::Message),
         tenant_id: tenant.id.clone(),
@@ -118,7 +138,11 @@ fn validate(req: SendRequest, tenant: &Tenant) -> Result<NewMessage, ApiError> {
         from: req.from,
         body,
         subject: req.subject,
-        template: req.template.map(|name| Template { name, language: None, variables: req.variables.unwrap_or_default() }),
+        template: req.template.map(|name| Template {
+            name,
+            language: None,
+            variables: req.variables.unwrap_or_default(),
+        }),
         metadata: req.metadata,
         callback_url: req.callback_url,
         encoding: seg.map(|s| s.encoding.as_str()),
@@ -142,24 +166,46 @@ fn validate(req: SendRequest, tenant: &Tenant) -> Result<NewMessage, ApiError> {
     ),
     security(("bearer" = []))
 )]
-pub async fn send(State(state): State<AppState>, tenant: Tenant, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+pub async fn send(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let value: serde_json::Value = json_body(&headers, &body)?;
     let idem = match headers.get("idempotency-key") {
         Some(v) => {
-            let k = v.to_str().map_err(|_| ApiError::field("Idempotency-Key", "must be visible ASCII"))?;
+            let k = v
+                .to_str()
+                .map_err(|_| ApiError::field("Idempotency-Key", "must be visible ASCII"))?;
             if k.is_empty() || k.len() > 255 {
-                return Err(ApiError::field("Idempotency-Key", "must be 1 to 255 characters"));
+                return Err(ApiError::field(
+                    "Idempotency-Key",
+                    "must be 1 to 255 characters",
+                ));
             }
-            Some((k.to_string(), hex::encode(Sha256::digest(value.to_string().as_bytes()))))
+            Some((
+                k.to_string(),
+                hex::encode(Sha256::digest(value.to_string().as_bytes())),
+            ))
         }
         None => None,
     };
-    let req: SendRequest = serde_json::from_value(value).map_err(|e| ApiError::field("body", e.to_string()))?;
+    let req: SendRequest =
+        serde_json::from_value(value).map_err(|e| ApiError::field("body", e.to_string()))?;
     let msg = validate(req, &tenant)?;
     let (lease_token, lease_until) = state.dispatcher.accept_lease();
-    let job = AcceptJob { msg: msg.clone(), idempotency: idem, lease_token: lease_token.clone(), lease_until };
+    let job = AcceptJob {
+        msg: msg.clone(),
+        idempotency: idem,
+        lease_token: lease_token.clone(),
+        lease_until,
+    };
     match state.store.accept(job).await? {
-        AcceptOutcome::Accepted { conversation_id, body } => {
+        AcceptOutcome::Accepted {
+            conversation_id,
+            body,
+        } => {
             ::metrics::counter!(crate::metrics::MESSAGES_ACCEPTED, "channel" => msg.channel.as_str()).increment(1);
             state.dispatcher.handoff(DispatchItem {
                 message_id: msg.id.clone(),
@@ -174,22 +220,34 @@ pub async fn send(State(state): State<AppState>, tenant: Tenant, headers: Header
                 lease_token,
                 created_at: msg.created_at,
             });
-            Ok(json_answer(StatusCode::ACCEPTED, body, Some(&msg.id), false))
+            Ok(json_answer(
+                StatusCode::ACCEPTED,
+                body,
+                Some(&msg.id),
+                false,
+            ))
         }
         AcceptOutcome::Replay { status, body } => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::ACCEPTED);
-            let id = serde_json::from_str::<serde_json::Value>(&body).ok().and_then(|v| v["id"].as_str().map(str::to_string));
+            let id = serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["id"].as_str().map(str::to_string));
             Ok(json_answer(status, body, id.as_deref(), true))
         }
         AcceptOutcome::Conflict => Err(ApiError::IdempotencyConflict),
-        AcceptOutcome::UnknownConversation => Err(ApiError::field("conversation_id", "no such conversation")),
+        AcceptOutcome::UnknownConversation => {
+            Err(ApiError::field("conversation_id", "no such conversation"))
+        }
     }
 }
 
 fn json_answer(status: StatusCode, body: String, id: Option<&str>, replayed: bool) -> Response {
     let mut resp = (status, body).into_response();
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     if let Some(loc) = id.and_then(|id| HeaderValue::from_str(&format!("/v1/messages/{id}")).ok()) {
         h.insert(header::LOCATION, loc);
     }
@@ -210,11 +268,20 @@ fn json_answer(status: StatusCode, body: String, id: Option<&str>, replayed: boo
     ),
     security(("bearer" = []))
 )]
-pub async fn get(State(state): State<AppState>, tenant: Tenant, Path(id): Path<String>) -> Result<Json<MessageView>, ApiError> {
+pub async fn get(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    Path(id): Path<String>,
+) -> Result<Json<MessageView>, ApiError> {
     if !ids::is_id(ids::IdKind::Message, &id) {
         return Err(ApiError::NotFound);
     }
-    state.store.message(&tenant.id, &id).await?.map(Json).ok_or(ApiError::NotFound)
+    state
+        .store
+        .message(&tenant.id, &id)
+        .await?
+        .map(Json)
+        .ok_or(ApiError::NotFound)
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -240,22 +307,35 @@ pub struct ListQuery {
     ),
     security(("bearer" = []))
 )]
-pub async fn list(State(state): State<AppState>, tenant: Tenant, Query(q): Query<ListQuery>) -> Result<Json<ListPage<MessageView>>, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<ListPage<MessageView>>, ApiError> {
     let mut errs = Vec::new();
     let limit = q.limit.unwrap_or(50);
     if !(1..=200).contains(&limit) {
-        errs.push(FieldError { field: "limit".into(), detail: "must be 1 to 200".into() });
+        errs.push(FieldError {
+            field: "limit".into(),
+            detail: "must be 1 to 200".into(),
+        });
     }
     if let Some(s) = &q.status {
         if s != "received" && DeliveryStatus::from_str(s).is_err() {
-            errs.push(FieldError { field: "status".into(), detail: format!("unknown status {s:?}") });
+            errs.push(FieldError {
+                field: "status".into(),
+                detail: format!("unknown status {s:?}"),
+            });
         }
     }
     let after_ms = match &q.after {
         Some(a) => match parse_rfc3339(a) {
             Some(ms) => Some(ms),
             None => {
-                errs.push(FieldError { field: "after".into(), detail: "must be an RFC 3339 time".into() });
+                errs.push(FieldError {
+                    field: "after".into(),
+                    detail: "must be an RFC 3339 time".into(),
+                });
                 None
             }
         },
@@ -263,13 +343,22 @@ pub async fn list(State(state): State<AppState>, tenant: Tenant, Query(q): Query
     };
     if let Some(c) = &q.cursor {
         if !ids::is_id(ids::IdKind::Message, c) {
-            errs.push(FieldError { field: "cursor".into(), detail: "not a cursor from a previous page".into() });
+            errs.push(FieldError {
+                field: "cursor".into(),
+                detail: "not a cursor from a previous page".into(),
+            });
         }
     }
     if !errs.is_empty() {
         return Err(ApiError::Validation(errs));
     }
-    let f = ListFilter { conversation_id: q.conversation_id, status: q.status, after_ms, cursor: q.cursor, limit };
+    let f = ListFilter {
+        conversation_id: q.conversation_id,
+        status: q.status,
+        after_ms,
+        cursor: q.cursor,
+        limit,
+    };
     let (data, next_cursor) = state.store.messages(&tenant.id, &f).await?;
     Ok(Json(ListPage { data, next_cursor }))
 }

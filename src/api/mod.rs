@@ -54,7 +54,10 @@ pub fn router(state: AppState, max_body: usize) -> Router {
         .route("/v1/messages/{id}", get(messages::get))
         .layer(DefaultBodyLimit::max(max_body));
     let hooks = Router::new()
-        .route("/webhooks/{provider}/{connection_id}/{kind}", post(webhooks::receive).get(webhooks::receive))
+        .route(
+            "/webhooks/{provider}/{connection_id}/{kind}",
+            post(webhooks::receive).get(webhooks::receive),
+        )
         .layer(DefaultBodyLimit::max(WEBHOOK_MAX_BODY));
     Router::new()
         .merge(api)
@@ -73,7 +76,11 @@ pub fn router(state: AppState, max_body: usize) -> Router {
 /// (413 from the body limit, 415, …) into problem+json.
 async fn observe(req: Request, next: Next) -> Response {
     let start = Instant::now();
-    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
     let method: &'static str = match *req.method() {
         axum::http::Method::GET => "GET",
         axum::http::Method::POST => "POST",
@@ -84,19 +91,23 @@ async fn observe(req: Request, next: Next) -> Response {
         _ => "OTHER",
     };
     let resp = next.run(req).await;
-    let resp = if resp.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE && !is_problem(resp.headers()) {
+    let resp = if resp.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE
+        && !is_problem(resp.headers())
+    {
         ApiError::TooLarge(0).into_response()
     } else {
         resp
     };
     let status = resp.status().as_u16().to_string();
     ::metrics::counter!(crate::metrics::HTTP_REQUESTS, "method" => method, "route" => route.clone(), "status" => status).increment(1);
-    ::metrics::histogram!(crate::metrics::HTTP_DURATION, "method" => method, "route" => route).record(start.elapsed().as_secs_f64());
+    ::metrics::histogram!(crate::metrics::HTTP_DURATION, "method" => method, "route" => route)
+        .record(start.elapsed().as_secs_f64());
     resp
 }
 
 fn is_problem(h: &HeaderMap) -> bool {
-    h.get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"))
+    h.get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"))
 }
 
 /// Parses a JSON request body, answering problem+json for a wrong type or broken JSON.
@@ -107,9 +118,12 @@ pub(crate) fn json_body(headers: &HeaderMap, body: &[u8]) -> Result<serde_json::
             return Err(ApiError::UnsupportedMediaType);
         }
     }
-    let v: serde_json::Value = serde_json::from_slice(body).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+    let v: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
     if !v.is_object() {
-        return Err(ApiError::MalformedJson("the body must be a JSON object".into()));
+        return Err(ApiError::MalformedJson(
+            "the body must be a JSON object".into(),
+        ));
     }
     Ok(v)
 }
@@ -133,12 +147,16 @@ impl utoipa::Modify for Security {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme("bearer", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
     }
 }
 
 /// The OpenAPI document, rendered once.
 pub fn openapi_json() -> String {
     static DOC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    DOC.get_or_init(|| ApiDoc::openapi().to_json().unwrap_or_else(|_| "{}".into())).clone()
+    DOC.get_or_init(|| ApiDoc::openapi().to_json().unwrap_or_else(|_| "{}".into()))
+        .clone()
 }

@@ -36,12 +36,19 @@ pub async fn receive(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let live = state.registry.get(&connection_id).filter(|l| l.spec.provider.as_str() == provider).ok_or(ApiError::NotFound)?;
+    let live = state
+        .registry
+        .get(&connection_id)
+        .filter(|l| l.spec.provider.as_str() == provider)
+        .ok_or(ApiError::NotFound)?;
     let caps = live.provider.capabilities();
     if !caps.webhook_kinds.contains(&kind.as_str()) {
         return Err(ApiError::NotFound);
     }
-    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or(uri.path());
+    let path = uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or(uri.path());
     let req = WebhookRequest {
         method: method.clone(),
         url: format!("{}{}", state.public_base, path),
@@ -63,11 +70,15 @@ pub async fn receive(
         }
     }
     if let Err(e) = live.provider.verify(&req) {
-        ::metrics::counter!(crate::metrics::WEBHOOK_SIGNATURE_FAILURES, "provider" => label).increment(1);
+        ::metrics::counter!(crate::metrics::WEBHOOK_SIGNATURE_FAILURES, "provider" => label)
+            .increment(1);
         tracing::warn!(connection = %connection_id, kind = %kind, error = %e, "Rejected a webhook with a bad signature.");
         return Err(ApiError::Forbidden(e.to_string()));
     }
-    let events = live.provider.parse(&req).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+    let events = live
+        .provider
+        .parse(&req)
+        .map_err(|e| ApiError::MalformedJson(e.to_string()))?;
     for ev in &events {
         let channel = match ev {
             InboundEvent::Message(m) => Some(m.channel.as_str()),
@@ -75,16 +86,29 @@ pub async fn receive(
             _ => None,
         };
         if let Some(channel) = channel {
-            ::metrics::counter!(crate::metrics::INBOUND, "provider" => label, "channel" => channel).increment(1);
+            ::metrics::counter!(crate::metrics::INBOUND, "provider" => label, "channel" => channel)
+                .increment(1);
         }
     }
     let ack = live.provider.ack(&req, &events);
     if !events.is_empty() {
-        let job = WebhookJob { connection_id: connection_id.clone(), kind, tenant: live.spec.tenant.clone(), events };
-        let out = state.store.ingest_webhook(job).await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        let job = WebhookJob {
+            connection_id: connection_id.clone(),
+            kind,
+            tenant: live.spec.tenant.clone(),
+            events,
+        };
+        let out = state
+            .store
+            .ingest_webhook(job)
+            .await
+            .map_err(|e| ApiError::Unavailable(e.to_string()))?;
         crate::events::status_changed(&out.changes, now_ms());
         if out.parked > 0 {
-            tracing::debug!(parked = out.parked, "Receipts parked until their send is recorded.");
+            tracing::debug!(
+                parked = out.parked,
+                "Receipts parked until their send is recorded."
+            );
         }
     }
     Ok(ack_response(ack))
@@ -93,7 +117,8 @@ pub async fn receive(
 fn ack_response(ack: WebhookAck) -> Response {
     let mut resp = (ack.status, ack.body).into_response();
     if let Some(ct) = ack.content_type {
-        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+        resp.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
     }
     resp
 }

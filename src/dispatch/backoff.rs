@@ -8,7 +8,9 @@ use std::time::Duration;
 pub fn delay(tries: u32, base: Duration, max: Duration, retry_after: Option<Duration>) -> Duration {
     let exp = base.saturating_mul(1u32 << tries.saturating_sub(1).min(20));
     let ceiling = exp.min(max);
-    let jittered = Duration::from_millis(rand::thread_rng().gen_range(ceiling.as_millis() as u64 / 2..=ceiling.as_millis() as u64));
+    let jittered = Duration::from_millis(
+        rand::thread_rng().gen_range(ceiling.as_millis() as u64 / 2..=ceiling.as_millis() as u64),
+    );
     match retry_after {
         Some(ra) => jittered.max(ra.min(max)),
         None => jittered,

@@ -91,10 +91,14 @@ impl Dispatcher {
         let all = u32::try_from(self.inner.cfg.concurrency).unwrap_or(u32::MAX);
         match tokio::time::timeout(drain, self.inner.permits.acquire_many(all)).await {
             Ok(_) => tracing::info!("In-flight sends drained."),
-            Err(_) => tracing::warn!("Drain time ran out with sends still in flight; their leases will expire."),
+            Err(_) => tracing::warn!(
+                "Drain time ran out with sends still in flight; their leases will expire."
+            ),
         }
         match self.inner.store.release_leases(&self.inner.node).await {
-            Ok(n) if n > 0 => tracing::info!(released = n, "Gave back outbox leases for other replicas."),
+            Ok(n) if n > 0 => {
+                tracing::info!(released = n, "Gave back outbox leases for other replicas.")
+            }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "Could not give back outbox leases."),
         }
@@ -132,7 +136,11 @@ async fn poll(inner: Arc<Inner>) {
         }
         let now = now_ms();
         let job = ClaimJob {
-            token: format!("{}:{}", inner.node, inner.claims.fetch_add(1, Ordering::Relaxed)),
+            token: format!(
+                "{}:{}",
+                inner.node,
+                inner.claims.fetch_add(1, Ordering::Relaxed)
+            ),
             now,
             lease_until: now + i64::try_from(inner.cfg.lease_seconds * 1000).unwrap_or(60_000),
             limit: 256,
@@ -182,7 +190,9 @@ async fn tenant_name(inner: &Inner, tenant_id: &str) -> String {
 #[tracing::instrument(skip_all, fields(message_id = %item.message_id, conversation_id = %item.conversation_id))]
 async fn process(inner: &Inner, item: DispatchItem, _tries: i64) {
     let name = tenant_name(inner, &item.tenant_id).await;
-    let routes = inner.registry.routes(&[item.tenant_id.as_str(), name.as_str()], item.channel);
+    let routes = inner
+        .registry
+        .routes(&[item.tenant_id.as_str(), name.as_str()], item.channel);
     let Some(live) = routes.first().cloned() else {
         let end = AttemptEnd {
             message_id: item.message_id.clone(),
@@ -232,10 +242,13 @@ async fn process(inner: &Inner, item: DispatchItem, _tries: i64) {
     let limit = live.spec.request_timeout + Duration::from_secs(5);
     let result = match tokio::time::timeout(limit, live.provider.send(&msg)).await {
         Ok(r) => r,
-        Err(_) => Err(SendError::timeout("provider call exceeded the request timeout")),
+        Err(_) => Err(SendError::timeout(
+            "provider call exceeded the request timeout",
+        )),
     };
     let provider = live.spec.provider.as_str();
-    ::metrics::histogram!(metrics::DISPATCH_DURATION, "provider" => provider).record(started.elapsed().as_secs_f64());
+    ::metrics::histogram!(metrics::DISPATCH_DURATION, "provider" => provider)
+        .record(started.elapsed().as_secs_f64());
     let outcome = match &result {
         Ok(_) => Outcome::Ok,
         Err(e) if e.is_ambiguous() => Outcome::Timeout,
@@ -247,7 +260,11 @@ async fn process(inner: &Inner, item: DispatchItem, _tries: i64) {
         .increment(1);
     let now = now_ms();
     let result = match result {
-        Ok(r) => AttemptResult::Sent { provider_ids: r.provider_ids, status: r.status, segments: r.segments },
+        Ok(r) => AttemptResult::Sent {
+            provider_ids: r.provider_ids,
+            status: r.status,
+            segments: r.segments,
+        },
         Err(e) => classify(&inner.cfg, &e, tries, now),
     };
     if let AttemptResult::Retry { detail, .. } = &result {
@@ -301,7 +318,13 @@ fn classify(cfg: &DispatchConfig, e: &SendError, tries: i64, now: i64) -> Attemp
     }
 }
 
-fn outbound(inner: &Inner, live: &Live, item: &DispatchItem, attempt_id: &str, sender: Option<String>) -> OutboundMessage {
+fn outbound(
+    inner: &Inner,
+    live: &Live,
+    item: &DispatchItem,
+    attempt_id: &str,
+    sender: Option<String>,
+) -> OutboundMessage {
     let callback = format!(
         "{}/webhooks/{}/{}/status?m={}&a={}",
         inner.public_base,

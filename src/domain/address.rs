@@ -52,15 +52,26 @@ pub fn parse(channel: Channel, to: &str) -> Result<Destination, AddressError> {
             let number = raw.strip_prefix("whatsapp:").unwrap_or(raw);
             let number = number.strip_prefix("tel:").unwrap_or(number);
             if raw.starts_with("whatsapp:") && channel != Channel::Whatsapp {
-                return Err(AddressError::Mismatch { channel, to: raw.to_string() });
+                return Err(AddressError::Mismatch {
+                    channel,
+                    to: raw.to_string(),
+                });
             }
             let e164 = e164(number)?;
-            Ok(Destination { channel, identity: format!("tel:{e164}"), address: e164 })
+            Ok(Destination {
+                channel,
+                identity: format!("tel:{e164}"),
+                address: e164,
+            })
         }
         Channel::Email => {
             let addr = raw.strip_prefix("mailto:").unwrap_or(raw);
             let addr = email(addr)?;
-            Ok(Destination { channel, identity: format!("mailto:{addr}"), address: addr })
+            Ok(Destination {
+                channel,
+                identity: format!("mailto:{addr}"),
+                address: addr,
+            })
         }
         Channel::Telegram => {
             let id = raw.strip_prefix("telegram:").unwrap_or(raw);
@@ -71,7 +82,11 @@ pub fn parse(channel: Channel, to: &str) -> Result<Destination, AddressError> {
             if !valid || id.len() > 20 {
                 return Err(AddressError::Telegram(raw.to_string()));
             }
-            Ok(Destination { channel, identity: format!("telegram:{id}"), address: id.to_string() })
+            Ok(Destination {
+                channel,
+                identity: format!("telegram:{id}"),
+                address: id.to_string(),
+            })
         }
     }
 }
@@ -99,7 +114,9 @@ pub fn email(addr: &str) -> Result<String, AddressError> {
         && domain.contains('.')
         && !domain.starts_with('.')
         && !domain.ends_with('.')
-        && !addr.chars().any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>')
+        && !addr
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>')
         && !local.contains('@');
     if ok {
         Ok(addr.to_lowercase())
@@ -121,14 +138,18 @@ mod tests {
         assert!(parse(Channel::Sms, "not a number").is_err());
         assert!(parse(Channel::Sms, "04155550100").is_err());
         assert!(parse(Channel::Sms, "whatsapp:+14155550100").is_err());
-        let w = parse(Channel::Whatsapp, "whatsapp:+4915112345678").unwrap_or_else(|e| panic!("{e}"));
+        let w =
+            parse(Channel::Whatsapp, "whatsapp:+4915112345678").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(w.identity, "tel:+4915112345678");
     }
 
     #[test]
     fn channels_infer_from_to() {
         assert_eq!(infer_channel("+14155550100"), Ok(Channel::Sms));
-        assert_eq!(infer_channel("whatsapp:+14155550100"), Ok(Channel::Whatsapp));
+        assert_eq!(
+            infer_channel("whatsapp:+14155550100"),
+            Ok(Channel::Whatsapp)
+        );
         assert_eq!(infer_channel("telegram:12345"), Ok(Channel::Telegram));
         assert_eq!(infer_channel("A@B.example"), Ok(Channel::Email));
         assert!(infer_channel("hello").is_err());
@@ -136,10 +157,16 @@ mod tests {
 
     #[test]
     fn emails_and_telegram() {
-        assert_eq!(parse(Channel::Email, "Jo@Example.COM").map(|d| d.identity), Ok("mailto:jo@example.com".into()));
+        assert_eq!(
+            parse(Channel::Email, "Jo@Example.COM").map(|d| d.identity),
+            Ok("mailto:jo@example.com".into())
+        );
         assert!(parse(Channel::Email, "jo@localhost").is_err());
         assert!(parse(Channel::Email, "a b@x.io").is_err());
-        assert_eq!(parse(Channel::Telegram, "telegram:-100123").map(|d| d.address), Ok("-100123".into()));
+        assert_eq!(
+            parse(Channel::Telegram, "telegram:-100123").map(|d| d.address),
+            Ok("-100123".into())
+        );
         assert!(parse(Channel::Telegram, "telegram:abc").is_err());
     }
 }

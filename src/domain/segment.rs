@@ -49,14 +49,16 @@ pub fn count(body: &str) -> Segments {
         Some(units) => (Encoding::Gsm7, units, 160, 153),
         None => (Encoding::Ucs2, body.encode_utf16().count(), 70, 67),
     };
-    let count = if units == 0 {
-        1
-    } else if units <= single {
+    let count = if units <= single {
         1
     } else {
         units.div_ceil(multi)
     };
-    Segments { encoding, units, count: u32::try_from(count).unwrap_or(u32::MAX) }
+    Segments {
+        encoding,
+        units,
+        count: u32::try_from(count).unwrap_or(u32::MAX),
+    }
 }
 
 #[cfg(test)]

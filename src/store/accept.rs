@@ -17,7 +17,10 @@ pub struct AcceptJob {
 }
 
 pub enum AcceptOutcome {
-    Accepted { conversation_id: String, body: String },
+    Accepted {
+        conversation_id: String,
+        body: String,
+    },
     /// The key was seen with the same request: the original answer.
     Replay { status: u16, body: String },
     /// The key was seen with a different request.
@@ -59,11 +62,12 @@ pub async fn run(conn: &mut AnyConnection, job: &AcceptJob) -> Result<AcceptOutc
 
     let conversation_id = match &m.conversation_id {
         Some(id) => {
-            let found = sqlx::query("SELECT id FROM conversations WHERE id = $1 AND tenant_id = $2")
-                .bind(id)
-                .bind(&m.tenant_id)
-                .fetch_optional(&mut *conn)
-                .await?;
+            let found =
+                sqlx::query("SELECT id FROM conversations WHERE id = $1 AND tenant_id = $2")
+                    .bind(id)
+                    .bind(&m.tenant_id)
+                    .fetch_optional(&mut *conn)
+                    .await?;
             if found.is_none() {
                 return Ok(AcceptOutcome::UnknownConversation);
             }
@@ -108,7 +112,8 @@ pub async fn run(conn: &mut AnyConnection, job: &AcceptJob) -> Result<AcceptOutc
         .execute(&mut *conn)
         .await?;
 
-    let body = serde_json::to_string(&MessageView::accepted(m, &conversation_id)).unwrap_or_default();
+    let body =
+        serde_json::to_string(&MessageView::accepted(m, &conversation_id)).unwrap_or_default();
     if let Some((key, hash)) = &job.idempotency {
         sqlx::query(
             "INSERT INTO idempotency_keys (tenant_id, idem_key, request_hash, response_status, response_body, created_at) VALUES ($1, $2, $3, 202, $4, $5)",
@@ -121,7 +126,10 @@ pub async fn run(conn: &mut AnyConnection, job: &AcceptJob) -> Result<AcceptOutc
         .execute(&mut *conn)
         .await?;
     }
-    Ok(AcceptOutcome::Accepted { conversation_id, body })
+    Ok(AcceptOutcome::Accepted {
+        conversation_id,
+        body,
+    })
 }
 
 /// The tenant's open conversation with this identity, created if there is none. Race-free:

@@ -42,11 +42,25 @@ pub struct AttemptBegin {
 
 pub enum AttemptResult {
     /// The provider took it.
-    Sent { provider_ids: Vec<String>, status: DeliveryStatus, segments: Option<u32> },
+    Sent {
+        provider_ids: Vec<String>,
+        status: DeliveryStatus,
+        segments: Option<u32>,
+    },
     /// Try again at `retry_at`; `outcome` is the attempt's recorded outcome.
-    Retry { retry_at: i64, outcome: &'static str, code: Option<String>, detail: String },
+    Retry {
+        retry_at: i64,
+        outcome: &'static str,
+        code: Option<String>,
+        detail: String,
+    },
     /// The message ends (`rejected` before or at submit, `failed` after retries).
-    Final { status: DeliveryStatus, reason: &'static str, code: Option<String>, detail: String },
+    Final {
+        status: DeliveryStatus,
+        reason: &'static str,
+        code: Option<String>,
+        detail: String,
+    },
 }
 
 pub struct AttemptEnd {
@@ -58,7 +72,11 @@ pub struct AttemptEnd {
     pub now: i64,
 }
 
-pub async fn claim(conn: &mut AnyConnection, backend: Backend, job: &ClaimJob) -> Result<Vec<Claimed>, sqlx::Error> {
+pub async fn claim(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    job: &ClaimJob,
+) -> Result<Vec<Claimed>, sqlx::Error> {
     let lock = match backend {
         Backend::Postgres => " FOR UPDATE SKIP LOCKED",
         Backend::Sqlite => "",
@@ -97,10 +115,12 @@ pub async fn claim(conn: &mut AnyConnection, backend: Backend, job: &ClaimJob) -
             continue;
         }
         // An attempt still in flight means its sender died mid-send: wait for proof.
-        let pending = sqlx::query("SELECT id, started_at FROM attempts WHERE message_id = $1 AND outcome = 'in_flight'")
-            .bind(&id)
-            .fetch_all(&mut *conn)
-            .await?;
+        let pending = sqlx::query(
+            "SELECT id, started_at FROM attempts WHERE message_id = $1 AND outcome = 'in_flight'",
+        )
+        .bind(&id)
+        .fetch_all(&mut *conn)
+        .await?;
         if !pending.is_empty() {
             let mut latest = 0i64;
             for p in &pending {
@@ -173,7 +193,10 @@ pub async fn begin(conn: &mut AnyConnection, j: &AttemptBegin) -> Result<Option<
 }
 
 /// Records what came of an attempt and moves the message and its outbox row on.
-pub async fn end(conn: &mut AnyConnection, j: &AttemptEnd) -> Result<Vec<StatusChange>, sqlx::Error> {
+pub async fn end(
+    conn: &mut AnyConnection,
+    j: &AttemptEnd,
+) -> Result<Vec<StatusChange>, sqlx::Error> {
     let mut changes = Vec::new();
     // A status callback may already have proven this attempt reached the provider.
     let reconciled = match &j.attempt_id {
@@ -187,7 +210,11 @@ pub async fn end(conn: &mut AnyConnection, j: &AttemptEnd) -> Result<Vec<StatusC
         None => false,
     };
     match &j.result {
-        AttemptResult::Sent { provider_ids, status, segments } => {
+        AttemptResult::Sent {
+            provider_ids,
+            status,
+            segments,
+        } => {
             if let Some(a) = &j.attempt_id {
                 finish_attempt(conn, a, "queued", Some(provider_ids), None, None, j.now).await?;
                 let conn_id = j.connection_id.as_deref().unwrap_or_default();
@@ -219,10 +246,16 @@ pub async fn end(conn: &mut AnyConnection, j: &AttemptEnd) -> Result<Vec<StatusC
                 changes.extend(super::webhooks::rematch_parked(conn, conn_id, provider_ids).await?);
             }
         }
-        AttemptResult::Retry { retry_at, outcome, code, detail } => {
+        AttemptResult::Retry {
+            retry_at,
+            outcome,
+            code,
+            detail,
+        } => {
             if let Some(a) = &j.attempt_id {
                 if !reconciled {
-                    finish_attempt(conn, a, outcome, None, code.as_deref(), Some(detail), j.now).await?;
+                    finish_attempt(conn, a, outcome, None, code.as_deref(), Some(detail), j.now)
+                        .await?;
                 }
             }
             if reconciled {
@@ -235,10 +268,24 @@ pub async fn end(conn: &mut AnyConnection, j: &AttemptEnd) -> Result<Vec<StatusC
                     .await?;
             }
         }
-        AttemptResult::Final { status, reason, code, detail } => {
+        AttemptResult::Final {
+            status,
+            reason,
+            code,
+            detail,
+        } => {
             if let Some(a) = &j.attempt_id {
                 if !reconciled {
-                    finish_attempt(conn, a, "rejected", None, code.as_deref(), Some(detail), j.now).await?;
+                    finish_attempt(
+                        conn,
+                        a,
+                        "rejected",
+                        None,
+                        code.as_deref(),
+                        Some(detail),
+                        j.now,
+                    )
+                    .await?;
                 }
             }
             if !reconciled {
@@ -247,7 +294,11 @@ pub async fn end(conn: &mut AnyConnection, j: &AttemptEnd) -> Result<Vec<StatusC
                     raw_status: None,
                     connection_id: j.connection_id.as_deref(),
                     provider_message_id: None,
-                    error: Some(ErrorFields { reason, code: code.as_deref(), detail: Some(detail) }),
+                    error: Some(ErrorFields {
+                        reason,
+                        code: code.as_deref(),
+                        detail: Some(detail),
+                    }),
                     at: j.now,
                 };
                 changes.extend(status::apply(conn, &j.message_id, &input).await?);
@@ -304,8 +355,14 @@ pub(crate) async fn record_refs(
     Ok(())
 }
 
-pub(crate) async fn delete_outbox(conn: &mut AnyConnection, message_id: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM outbox WHERE message_id = $1").bind(message_id).execute(&mut *conn).await?;
+pub(crate) async fn delete_outbox(
+    conn: &mut AnyConnection,
+    message_id: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM outbox WHERE message_id = $1")
+        .bind(message_id)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 

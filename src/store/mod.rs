@@ -15,9 +15,9 @@ pub mod writer;
 
 pub use accept::{AcceptJob, AcceptOutcome};
 pub use delivery::{AttemptBegin, AttemptEnd, AttemptResult, ClaimJob, Claimed};
-pub use tenants::AdminDone;
 pub use read::{ListFilter, OutboxStats};
 pub use status::StatusChange;
+pub use tenants::AdminDone;
 pub use webhooks::{WebhookJob, WebhookOutcome};
 
 use crate::config::{Config, DatabaseUrl};
@@ -78,7 +78,10 @@ impl Store {
                     })
                 };
                 let write = opts().max_connections(1).connect(u).await?;
-                let read = opts().max_connections(cfg.store.pool_size.min(8)).connect(u).await?;
+                let read = opts()
+                    .max_connections(cfg.store.pool_size.min(8))
+                    .connect(u)
+                    .await?;
                 (Backend::Sqlite, read, write, 1)
             }
             DatabaseUrl::Postgres(u) => {
@@ -97,7 +100,14 @@ impl Store {
             }
         };
         let writer = Writer::start(write.clone(), backend, writers, cfg.store.batch_max);
-        Ok(Store { inner: Arc::new(Inner { backend, read, write, writer }) })
+        Ok(Store {
+            inner: Arc::new(Inner {
+                backend,
+                read,
+                write,
+                writer,
+            }),
+        })
     }
 
     pub fn backend(&self) -> Backend {
@@ -123,7 +133,11 @@ impl Store {
 
     /// Readiness: the database answers and every migration is applied.
     pub async fn ready(&self) -> Result<(), String> {
-        let expected = self.migrator().iter().filter(|m| m.migration_type.is_up_migration()).count();
+        let expected = self
+            .migrator()
+            .iter()
+            .filter(|m| m.migration_type.is_up_migration())
+            .count();
         let row: Result<AnyRow, _> =
             sqlx::query("SELECT COUNT(*) AS n FROM _sqlx_migrations WHERE success = TRUE")
                 .fetch_one(&self.inner.read)
@@ -141,7 +155,11 @@ impl Store {
         }
     }
 
-    pub(crate) async fn submit<T>(&self, job: Job, pick: fn(writer::Done) -> Option<T>) -> Result<T, StoreError> {
+    pub(crate) async fn submit<T>(
+        &self,
+        job: Job,
+        pick: fn(writer::Done) -> Option<T>,
+    ) -> Result<T, StoreError> {
         self.inner.writer.submit(job, pick).await
     }
 
@@ -202,16 +220,28 @@ impl Store {
 
     /// Creates a tenant (idempotent by name); returns its id and whether it is new.
     pub async fn create_tenant(&self, name: &str) -> Result<AdminDone, StoreError> {
-        self.submit(Job::Admin(tenants::AdminJob::CreateTenant { name: name.to_string() }), |d| match d {
-            writer::Done::Admin(a) => Some(a),
-            _ => None,
-        })
+        self.submit(
+            Job::Admin(tenants::AdminJob::CreateTenant {
+                name: name.to_string(),
+            }),
+            |d| match d {
+                writer::Done::Admin(a) => Some(a),
+                _ => None,
+            },
+        )
         .await
     }
 
     /// Stores a new API key's hash for a tenant (by name or id).
-    pub async fn create_api_key(&self, tenant: &str, key_hash: &str) -> Result<AdminDone, StoreError> {
-        let job = tenants::AdminJob::CreateApiKey { tenant: tenant.to_string(), key_hash: key_hash.to_string() };
+    pub async fn create_api_key(
+        &self,
+        tenant: &str,
+        key_hash: &str,
+    ) -> Result<AdminDone, StoreError> {
+        let job = tenants::AdminJob::CreateApiKey {
+            tenant: tenant.to_string(),
+            key_hash: key_hash.to_string(),
+        };
         self.submit(Job::Admin(job), |d| match d {
             writer::Done::Admin(a) => Some(a),
             _ => None,

@@ -44,7 +44,11 @@ fn message_view(r: &AnyRow) -> Result<MessageView, sqlx::Error> {
         metadata: json_col(r, "metadata"),
         callback_url: r.try_get("callback_url")?,
         error: match reason {
-            Some(reason) => Some(MessageError { reason, code: r.try_get("error_code")?, detail: r.try_get("error_detail")? }),
+            Some(reason) => Some(MessageError {
+                reason,
+                code: r.try_get("error_code")?,
+                detail: r.try_get("error_detail")?,
+            }),
             None => None,
         },
         threading: json_col(r, "threading"),
@@ -58,23 +62,37 @@ fn message_view(r: &AnyRow) -> Result<MessageView, sqlx::Error> {
 impl Store {
     /// The tenant owning an API key hash, if the key is live.
     pub async fn tenant_for_key(&self, key_hash: &str) -> Result<Option<String>, StoreError> {
-        let row = sqlx::query("SELECT tenant_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL")
-            .bind(key_hash)
-            .fetch_optional(self.reader())
-            .await?;
+        let row = sqlx::query(
+            "SELECT tenant_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
+        )
+        .bind(key_hash)
+        .fetch_optional(self.reader())
+        .await?;
         Ok(row.map(|r| r.try_get("tenant_id")).transpose()?)
     }
 
     /// A tenant's name by id.
     pub async fn tenant_name(&self, tenant_id: &str) -> Result<Option<String>, StoreError> {
-        let row = sqlx::query("SELECT name FROM tenants WHERE id = $1").bind(tenant_id).fetch_optional(self.reader()).await?;
+        let row = sqlx::query("SELECT name FROM tenants WHERE id = $1")
+            .bind(tenant_id)
+            .fetch_optional(self.reader())
+            .await?;
         Ok(row.map(|r| r.try_get("name")).transpose()?)
     }
 
     /// One message with its history and attempts.
-    pub async fn message(&self, tenant_id: &str, id: &str) -> Result<Option<MessageView>, StoreError> {
+    pub async fn message(
+        &self,
+        tenant_id: &str,
+        id: &str,
+    ) -> Result<Option<MessageView>, StoreError> {
         let sql = format!("SELECT {MESSAGE_COLS} FROM messages WHERE id = $1 AND tenant_id = $2");
-        let Some(row) = sqlx::query(&sql).bind(id).bind(tenant_id).fetch_optional(self.reader()).await? else {
+        let Some(row) = sqlx::query(&sql)
+            .bind(id)
+            .bind(tenant_id)
+            .fetch_optional(self.reader())
+            .await?
+        else {
             return Ok(None);
         };
         let mut view = message_view(&row)?;
@@ -145,7 +163,11 @@ impl Store {
     }
 
     /// A page of messages, newest first, and the cursor of the next page.
-    pub async fn messages(&self, tenant_id: &str, f: &ListFilter) -> Result<(Vec<MessageView>, Option<String>), StoreError> {
+    pub async fn messages(
+        &self,
+        tenant_id: &str,
+        f: &ListFilter,
+    ) -> Result<(Vec<MessageView>, Option<String>), StoreError> {
         let mut sql = format!("SELECT {MESSAGE_COLS} FROM messages WHERE tenant_id = $1");
         let mut binds: Vec<String> = Vec::new();
         let mut n = 1;
@@ -180,7 +202,11 @@ impl Store {
         for r in rows.iter().take(usize::try_from(f.limit).unwrap_or(50)) {
             out.push(message_view(r)?);
         }
-        let next = if rows.len() > out.len() { out.last().map(|m| m.id.clone()) } else { None };
+        let next = if rows.len() > out.len() {
+            out.last().map(|m| m.id.clone())
+        } else {
+            None
+        };
         Ok((out, next))
     }
 
@@ -193,7 +219,9 @@ impl Store {
         let oldest: Option<i64> = r.try_get("oldest")?;
         Ok(OutboxStats {
             depth,
-            oldest_age_seconds: oldest.map(|o| ((now - o).max(0)) as f64 / 1000.0).unwrap_or(0.0),
+            oldest_age_seconds: oldest
+                .map(|o| ((now - o).max(0)) as f64 / 1000.0)
+                .unwrap_or(0.0),
         })
     }
 }

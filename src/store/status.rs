@@ -39,10 +39,11 @@ pub async fn apply(
     message_id: &str,
     input: &StatusInput<'_>,
 ) -> Result<Option<StatusChange>, sqlx::Error> {
-    let Some(row) = sqlx::query("SELECT status, tenant_id, channel, created_at FROM messages WHERE id = $1")
-        .bind(message_id)
-        .fetch_optional(&mut *conn)
-        .await?
+    let Some(row) =
+        sqlx::query("SELECT status, tenant_id, channel, created_at FROM messages WHERE id = $1")
+            .bind(message_id)
+            .fetch_optional(&mut *conn)
+            .await?
     else {
         return Ok(None);
     };

@@ -17,8 +17,15 @@ pub enum AdminDone {
 pub async fn run(conn: &mut AnyConnection, job: &AdminJob) -> Result<AdminDone, sqlx::Error> {
     match job {
         AdminJob::CreateTenant { name } => {
-            if let Some(r) = sqlx::query("SELECT id FROM tenants WHERE name = $1").bind(name).fetch_optional(&mut *conn).await? {
-                return Ok(AdminDone::Tenant { id: r.try_get("id")?, created: false });
+            if let Some(r) = sqlx::query("SELECT id FROM tenants WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&mut *conn)
+                .await?
+            {
+                return Ok(AdminDone::Tenant {
+                    id: r.try_get("id")?,
+                    created: false,
+                });
             }
             let id = ids::new_id(ids::IdKind::Tenant);
             sqlx::query("INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, $3)")

@@ -27,7 +27,10 @@ pub struct WebhookOutcome {
     pub inbound_messages: Vec<String>,
 }
 
-pub async fn run(conn: &mut AnyConnection, job: &WebhookJob) -> Result<WebhookOutcome, sqlx::Error> {
+pub async fn run(
+    conn: &mut AnyConnection,
+    job: &WebhookJob,
+) -> Result<WebhookOutcome, sqlx::Error> {
     let mut out = WebhookOutcome::default();
     let now = now_ms();
     for ev in &job.events {
@@ -57,22 +60,30 @@ pub async fn run(conn: &mut AnyConnection, job: &WebhookJob) -> Result<WebhookOu
         }
         out.stored += 1;
         let processed = match ev {
-            InboundEvent::Status(s) => match apply_status(conn, &job.connection_id, s, now).await? {
-                Some(mut c) => {
-                    out.changes.append(&mut c);
-                    true
+            InboundEvent::Status(s) => {
+                match apply_status(conn, &job.connection_id, s, now).await? {
+                    Some(mut c) => {
+                        out.changes.append(&mut c);
+                        true
+                    }
+                    None => false,
                 }
-                None => false,
-            },
+            }
             other => {
-                if let Some(id) = crate::threading::ingest(conn, &job.connection_id, &job.tenant, other, now).await? {
+                if let Some(id) =
+                    crate::threading::ingest(conn, &job.connection_id, &job.tenant, other, now)
+                        .await?
+                {
                     out.inbound_messages.push(id);
                 }
                 true
             }
         };
         if processed {
-            sqlx::query("UPDATE webhook_events SET processed = 1 WHERE id = $1").bind(&event_id).execute(&mut *conn).await?;
+            sqlx::query("UPDATE webhook_events SET processed = 1 WHERE id = $1")
+                .bind(&event_id)
+                .execute(&mut *conn)
+                .await?;
         } else {
             out.parked += 1;
         }
@@ -93,12 +104,20 @@ async fn apply_status(
         .fetch_optional(&mut *conn)
         .await?;
     let (message_id, part_status) = match by_ref {
-        Some(r) => (r.try_get::<String, _>("message_id")?, Some(r.try_get::<String, _>("status")?)),
+        Some(r) => (
+            r.try_get::<String, _>("message_id")?,
+            Some(r.try_get::<String, _>("status")?),
+        ),
         None => {
             // Not recorded yet (callback raced the send's answer, or we crashed mid-send):
             // the ids weft put in the callback prove which message and attempt it is.
-            let Some(mid) = &s.correlation.message_id else { return Ok(None) };
-            let exists = sqlx::query("SELECT id FROM messages WHERE id = $1").bind(mid).fetch_optional(&mut *conn).await?;
+            let Some(mid) = &s.correlation.message_id else {
+                return Ok(None);
+            };
+            let exists = sqlx::query("SELECT id FROM messages WHERE id = $1")
+                .bind(mid)
+                .fetch_optional(&mut *conn)
+                .await?;
             if exists.is_none() {
                 return Ok(None);
             }
@@ -154,7 +173,7 @@ async fn apply_status(
         }
     }
     let reason = status::reason_for(effective);
-    let error = effective.is_failure().then(|| ErrorFields {
+    let error = effective.is_failure().then_some(ErrorFields {
         reason: if s.opted_out { "opted_out" } else { reason },
         code: s.error_code.as_deref(),
         detail: s.error_detail.as_deref(),
@@ -167,7 +186,12 @@ async fn apply_status(
         error,
         at: s.occurred_at_ms.unwrap_or(now),
     };
-    Ok(Some(status::apply(conn, &message_id, &input).await?.into_iter().collect()))
+    Ok(Some(
+        status::apply(conn, &message_id, &input)
+            .await?
+            .into_iter()
+            .collect(),
+    ))
 }
 
 /// A callback proved an attempt reached the provider: record it as taken.
@@ -190,11 +214,13 @@ async fn reconcile(
         let ids = vec![provider_message_id.to_string()];
         finish_attempt(conn, attempt_id, "queued", Some(&ids), None, None, now).await?;
         record_refs(conn, connection_id, message_id, attempt_id, &ids).await?;
-        sqlx::query("UPDATE messages SET connection_id = $1 WHERE id = $2 AND connection_id IS NULL")
-            .bind(connection_id)
-            .bind(message_id)
-            .execute(&mut *conn)
-            .await?;
+        sqlx::query(
+            "UPDATE messages SET connection_id = $1 WHERE id = $2 AND connection_id IS NULL",
+        )
+        .bind(connection_id)
+        .bind(message_id)
+        .execute(&mut *conn)
+        .await?;
         // Only a send that is not running right now may lose its outbox row.
         if outcome != "in_flight" {
             delete_outbox(conn, message_id).await?;
@@ -224,7 +250,10 @@ pub async fn rematch_parked(
             if let Ok(InboundEvent::Status(s)) = serde_json::from_str::<InboundEvent>(&event) {
                 if let Some(mut c) = apply_status(conn, connection_id, &s, now_ms()).await? {
                     changes.append(&mut c);
-                    sqlx::query("UPDATE webhook_events SET processed = 1 WHERE id = $1").bind(&id).execute(&mut *conn).await?;
+                    sqlx::query("UPDATE webhook_events SET processed = 1 WHERE id = $1")
+                        .bind(&id)
+                        .execute(&mut *conn)
+                        .await?;
                 }
             }
         }

@@ -53,12 +53,19 @@ impl Writer {
                 tokio::spawn(run(pool, backend, rx, stop_rx, batch_max))
             })
             .collect();
-        Writer { tx, stop, tasks: std::sync::Mutex::new(tasks) }
+        Writer {
+            tx,
+            stop,
+            tasks: std::sync::Mutex::new(tasks),
+        }
     }
 
     pub async fn submit<T>(&self, job: Job, pick: fn(Done) -> Option<T>) -> Result<T, StoreError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Envelope { job, reply }).await.map_err(|_| StoreError::Closed)?;
+        self.tx
+            .send(Envelope { job, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
         let done = rx.await.map_err(|_| StoreError::Closed)??;
         pick(done).ok_or_else(|| StoreError::Corrupt("writer answered with the wrong kind".into()))
     }
@@ -114,7 +121,9 @@ async fn run_batch(pool: &AnyPool, backend: Backend, batch: Vec<Envelope>) {
         Err(e) => {
             let msg = e.to_string();
             for env in batch {
-                let _ = env.reply.send(Err(StoreError::Db(sqlx::Error::Protocol(msg.clone()))));
+                let _ = env
+                    .reply
+                    .send(Err(StoreError::Db(sqlx::Error::Protocol(msg.clone()))));
             }
             return;
         }
@@ -137,7 +146,11 @@ async fn run_batch(pool: &AnyPool, backend: Backend, batch: Vec<Envelope>) {
     }
 }
 
-async fn try_together(conn: &mut AnyConnection, backend: Backend, batch: &[Envelope]) -> Result<Vec<Done>, StoreError> {
+async fn try_together(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    batch: &[Envelope],
+) -> Result<Vec<Done>, StoreError> {
     let mut tx = conn.begin().await?;
     let mut out = Vec::with_capacity(batch.len());
     for env in batch {

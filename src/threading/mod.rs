@@ -21,7 +21,13 @@ pub enum Rule {
 }
 
 impl Rule {
-    pub const ALL: [Rule; 5] = [Rule::Explicit, Rule::ReplyRef, Rule::Lease, Rule::Contact, Rule::New];
+    pub const ALL: [Rule; 5] = [
+        Rule::Explicit,
+        Rule::ReplyRef,
+        Rule::Lease,
+        Rule::Contact,
+        Rule::New,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -113,7 +119,16 @@ pub async fn ingest(
             let t: String = r.try_get("tenant_id")?;
             if tenant == "*" || t == tenant {
                 let conv: String = r.try_get("conversation_id")?;
-                placed = Some((t, conv.clone(), Decision { rule: Rule::ReplyRef, matched_key: Some(pid.clone()), candidates: vec![conv], ambiguous: false }));
+                placed = Some((
+                    t,
+                    conv.clone(),
+                    Decision {
+                        rule: Rule::ReplyRef,
+                        matched_key: Some(pid.clone()),
+                        candidates: vec![conv],
+                        ambiguous: false,
+                    },
+                ));
             }
         }
     }
@@ -123,7 +138,10 @@ pub async fn ingest(
         None => match resolve_tenant(conn, tenant, &identity).await? {
             Some(t) => t,
             None => {
-                tracing::warn!(connection = connection_id, "Inbound message for a shared connection matches no tenant; dropped.");
+                tracing::warn!(
+                    connection = connection_id,
+                    "Inbound message for a shared connection matches no tenant; dropped."
+                );
                 return Ok(None);
             }
         },
@@ -139,11 +157,24 @@ pub async fn ingest(
                 .fetch_optional(&mut *conn)
                 .await?;
             let conv = open_conversation_for(conn, &tenant_id, &identity, now).await?;
-            let rule = if existing.is_some() { Rule::Contact } else { Rule::New };
-            (conv.clone(), Decision { rule, matched_key: Some(identity.clone()), candidates: vec![conv], ambiguous: false })
+            let rule = if existing.is_some() {
+                Rule::Contact
+            } else {
+                Rule::New
+            };
+            (
+                conv.clone(),
+                Decision {
+                    rule,
+                    matched_key: Some(identity.clone()),
+                    candidates: vec![conv],
+                    ambiguous: false,
+                },
+            )
         }
     };
-    metrics::counter!(crate::metrics::THREADING_DECISIONS, "rule" => decision.rule.as_str()).increment(1);
+    metrics::counter!(crate::metrics::THREADING_DECISIONS, "rule" => decision.rule.as_str())
+        .increment(1);
 
     let id = ids::new_id(ids::IdKind::Message);
     let threading = serde_json::to_string(&decision).unwrap_or_default();
@@ -171,7 +202,11 @@ pub async fn ingest(
 
 /// The tenant of an inbound message: the connection's, or for a shared (`*`) connection the
 /// tenant that last wrote to this identity.
-async fn resolve_tenant(conn: &mut AnyConnection, tenant: &str, identity: &str) -> Result<Option<String>, sqlx::Error> {
+async fn resolve_tenant(
+    conn: &mut AnyConnection,
+    tenant: &str,
+    identity: &str,
+) -> Result<Option<String>, sqlx::Error> {
     if tenant != "*" {
         let row = sqlx::query("SELECT id FROM tenants WHERE name = $1 OR id = $2")
             .bind(tenant)
@@ -193,7 +228,10 @@ mod tests {
 
     #[test]
     fn identities_normalize_across_channels() {
-        assert_eq!(normalize_identity("whatsapp:15551234567"), "tel:+15551234567");
+        assert_eq!(
+            normalize_identity("whatsapp:15551234567"),
+            "tel:+15551234567"
+        );
         assert_eq!(normalize_identity("tel:+15551234567"), "tel:+15551234567");
         assert_eq!(normalize_identity("mailto:Jo@X.io"), "mailto:jo@x.io");
         assert_eq!(normalize_identity("telegram:42"), "telegram:42");
