@@ -59,7 +59,24 @@ impl Application {
                 cfg.public_url = format!("http://{addr}");
             }
         }
-        let dispatcher = Dispatcher::start(&cfg, store.clone(), registry.clone());
+        let secret = if cfg.email.reply_token_secret.is_empty() {
+            let fresh = crate::api::auth::new_key();
+            store.kv_get_or_insert("reply_token_secret", &fresh).await?
+        } else {
+            cfg.email.reply_token_secret.clone()
+        };
+        let email = Arc::new(crate::threading::EmailThreading {
+            domain: cfg.mail_domain(),
+            inbound_domain: cfg.inbound_domain(),
+            secret: secret.into_bytes(),
+        });
+        let dispatcher = Dispatcher::start(&cfg, store.clone(), registry.clone(), email.clone());
+        let draining = Arc::new(AtomicBool::new(false));
+        tokio::spawn(sweep_conversations(
+            store.clone(),
+            cfg.conversations.clone(),
+            draining.clone(),
+        ));
         let state = AppState {
             store,
             registry,
@@ -67,7 +84,8 @@ impl Application {
             metrics,
             public_base: cfg.public_base(),
             keys: Arc::new(DashMap::new()),
-            draining: Arc::new(AtomicBool::new(false)),
+            draining,
+            email,
         };
         Ok(Application {
             listener,
@@ -110,6 +128,29 @@ impl Application {
             .await;
         state.store.close().await;
         served.map_err(StartupError::Serve)
+    }
+}
+
+/// Moves idle conversations to inactive and closes stale ones, until shutdown.
+async fn sweep_conversations(
+    store: Store,
+    cfg: crate::config::ConversationsConfig,
+    draining: Arc<AtomicBool>,
+) {
+    let every = Duration::from_secs(cfg.sweep_interval_seconds);
+    let inactive =
+        i64::try_from(cfg.inactive_after_seconds.saturating_mul(1000)).unwrap_or(i64::MAX / 4);
+    let close = i64::try_from(cfg.close_after_seconds.saturating_mul(1000)).unwrap_or(i64::MAX / 4);
+    loop {
+        tokio::time::sleep(every).await;
+        if draining.load(Ordering::Relaxed) {
+            return;
+        }
+        match store.sweep_conversations(inactive, close).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(changed = n, "Swept idle conversations."),
+            Err(e) => tracing::warn!(error = %e, "Conversation sweep failed."),
+        }
     }
 }
 

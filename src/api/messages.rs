@@ -147,6 +147,7 @@ fn validate(req: SendRequest, tenant: &Tenant) -> Result<NewMessage, ApiError> {
         callback_url: req.callback_url,
         encoding: seg.map(|s| s.encoding.as_str()),
         segments: seg.map(|s| s.count),
+        email_message_id: None,
         created_at: now_ms(),
     })
 }
@@ -193,7 +194,10 @@ pub async fn send(
     };
     let req: SendRequest =
         serde_json::from_value(value).map_err(|e| ApiError::field("body", e.to_string()))?;
-    let msg = validate(req, &tenant)?;
+    let mut msg = validate(req, &tenant)?;
+    if msg.channel == Channel::Email {
+        msg.email_message_id = Some(format!("{}@{}", msg.id, state.email.domain));
+    }
     let (lease_token, lease_until) = state.dispatcher.accept_lease();
     let job = AcceptJob {
         msg: msg.clone(),

@@ -1,6 +1,8 @@
 //! The HTTP API (DESIGN.md §2): router, shared state, JSON and error plumbing, OpenAPI.
 
 pub mod auth;
+mod contacts;
+mod conversations;
 mod health;
 mod messages;
 pub mod problem;
@@ -35,6 +37,7 @@ pub struct AppState {
     /// API key hash → tenant id.
     pub keys: Arc<DashMap<String, String>>,
     pub draining: Arc<AtomicBool>,
+    pub email: Arc<crate::threading::EmailThreading>,
 }
 
 /// A page of a list.
@@ -52,6 +55,25 @@ pub fn router(state: AppState, max_body: usize) -> Router {
     let api = Router::new()
         .route("/v1/messages", post(messages::send).get(messages::list))
         .route("/v1/messages/{id}", get(messages::get))
+        .route(
+            "/v1/conversations",
+            post(conversations::create).get(conversations::list),
+        )
+        .route("/v1/conversations/{id}", get(conversations::get))
+        .route(
+            "/v1/conversations/{id}/timeline",
+            get(conversations::timeline),
+        )
+        .route("/v1/conversations/{id}/close", post(conversations::close))
+        .route("/v1/contacts", post(contacts::create).get(contacts::list))
+        .route("/v1/contacts/{id}", get(contacts::get))
+        .route("/v1/contacts/{id}/identities", post(contacts::add_identity))
+        .route(
+            "/v1/contacts/{id}/identities/{identity_id}",
+            axum::routing::patch(contacts::patch_identity),
+        )
+        .route("/v1/contacts/{id}/merge", post(contacts::merge))
+        .route("/v1/contacts/{id}/unmerge", post(contacts::unmerge))
         .layer(DefaultBodyLimit::max(max_body));
     let hooks = Router::new()
         .route(
@@ -133,6 +155,8 @@ pub(crate) fn json_body(headers: &HeaderMap, body: &[u8]) -> Result<serde_json::
     info(title = "weft", description = "CPaaS messaging gateway: one API for SMS, voice, WhatsApp, Telegram and e-mail."),
     paths(
         messages::send, messages::get, messages::list,
+        conversations::create, conversations::get, conversations::list, conversations::timeline, conversations::close,
+        contacts::create, contacts::get, contacts::list, contacts::add_identity, contacts::patch_identity, contacts::merge, contacts::unmerge,
         webhooks::receive,
         health::healthz, health::readyz, health::metrics, health::openapi,
     ),

@@ -97,6 +97,7 @@ pub async fn receive(
             kind,
             tenant: live.spec.tenant.clone(),
             events,
+            email: state.email.clone(),
         };
         let out = state
             .store

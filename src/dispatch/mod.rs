@@ -30,7 +30,7 @@ struct Inner {
     registry: Registry,
     cfg: DispatchConfig,
     public_base: String,
-    mail_domain: String,
+    email: Arc<crate::threading::EmailThreading>,
     /// Prefix of every lease token this process takes.
     node: String,
     claims: AtomicU64,
@@ -42,20 +42,21 @@ struct Inner {
 
 impl Dispatcher {
     /// Starts the intake loop and the outbox poller.
-    pub fn start(cfg: &Config, store: Store, registry: Registry) -> Dispatcher {
+    pub fn start(
+        cfg: &Config,
+        store: Store,
+        registry: Registry,
+        email: Arc<crate::threading::EmailThreading>,
+    ) -> Dispatcher {
         let (tx, rx) = mpsc::channel(65_536);
         let (stop, _) = watch::channel(false);
         let public_base = cfg.public_base();
-        let mail_domain = url::Url::parse(&public_base)
-            .ok()
-            .and_then(|u| u.host_str().map(str::to_string))
-            .unwrap_or_else(|| "weft.local".into());
         let inner = Arc::new(Inner {
             store,
             registry,
             cfg: cfg.dispatch.clone(),
             public_base,
-            mail_domain,
+            email,
             node: format!("n{}", ulid::Ulid::new()),
             claims: AtomicU64::new(0),
             tx,
@@ -197,6 +198,7 @@ async fn process(inner: &Inner, item: DispatchItem, _tries: i64) {
         let end = AttemptEnd {
             message_id: item.message_id.clone(),
             attempt_id: None,
+            sender: None,
             connection_id: None,
             result: AttemptResult::Final {
                 status: DeliveryStatus::Rejected,
@@ -237,6 +239,7 @@ async fn process(inner: &Inner, item: DispatchItem, _tries: i64) {
             return;
         }
     };
+    let sender_identity = sender.as_deref().map(crate::threading::contacts::normalize);
     let msg = outbound(inner, &live, &item, &attempt_id, sender);
     let started = Instant::now();
     let limit = live.spec.request_timeout + Duration::from_secs(5);
@@ -273,6 +276,7 @@ async fn process(inner: &Inner, item: DispatchItem, _tries: i64) {
     let end = AttemptEnd {
         message_id: item.message_id.clone(),
         attempt_id: Some(attempt_id),
+        sender: sender_identity,
         connection_id: Some(live.spec.id.clone()),
         result,
         now,
@@ -334,7 +338,8 @@ fn outbound(
         attempt_id
     );
     let email = (item.channel == weft_provider::Channel::Email).then(|| EmailHeaders {
-        message_id: Some(format!("{}@{}", item.message_id, inner.mail_domain)),
+        message_id: Some(format!("{}@{}", item.message_id, inner.email.domain)),
+        reply_to: Some(inner.email.reply_to(&item.conversation_id)),
         ..EmailHeaders::default()
     });
     OutboundMessage {

@@ -24,6 +24,8 @@ pub struct NewMessage {
     pub callback_url: Option<String>,
     pub encoding: Option<&'static str>,
     pub segments: Option<u32>,
+    /// Our `Message-ID` (without brackets) for e-mail.
+    pub email_message_id: Option<String>,
     pub created_at: i64,
 }
 

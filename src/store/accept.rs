@@ -2,7 +2,8 @@
 //! transaction.
 
 use crate::domain::message::{MessageView, NewMessage};
-use crate::domain::{ids, now_ms};
+use crate::domain::now_ms;
+use crate::threading::contacts;
 use sqlx::{AnyConnection, Row};
 
 /// An idempotency key is remembered this long.
@@ -60,30 +61,37 @@ pub async fn run(conn: &mut AnyConnection, job: &AcceptJob) -> Result<AcceptOutc
         }
     }
 
+    let mut conversation_created = false;
     let conversation_id = match &m.conversation_id {
         Some(id) => {
-            let found =
-                sqlx::query("SELECT id FROM conversations WHERE id = $1 AND tenant_id = $2")
-                    .bind(id)
-                    .bind(&m.tenant_id)
-                    .fetch_optional(&mut *conn)
-                    .await?;
+            let found = sqlx::query("SELECT id FROM conversations WHERE id = $1 AND tenant_id = $2 AND state <> 'closed'")
+                .bind(id)
+                .bind(&m.tenant_id)
+                .fetch_optional(&mut *conn)
+                .await?;
             if found.is_none() {
                 return Ok(AcceptOutcome::UnknownConversation);
             }
-            sqlx::query("UPDATE conversations SET last_activity_at = $1, state = CASE WHEN state = 'inactive' THEN 'open' ELSE state END WHERE id = $2")
-                .bind(m.created_at)
-                .bind(id)
-                .execute(&mut *conn)
-                .await?;
+            contacts::touch(conn, id, m.created_at).await?;
             id.clone()
         }
-        None => open_conversation_for(conn, &m.tenant_id, &m.identity, m.created_at).await?,
+        None => {
+            let contact =
+                contacts::contact_for(conn, &m.tenant_id, &m.identity, m.created_at).await?;
+            let (id, created) =
+                contacts::open_conversation(conn, &m.tenant_id, &contact, m.created_at).await?;
+            conversation_created = created;
+            id
+        }
     };
+    if conversation_created {
+        crate::threading::conversation_created(conn, &m.tenant_id, &conversation_id, m.created_at)
+            .await?;
+    }
 
     sqlx::query(
-        "INSERT INTO messages (id, tenant_id, conversation_id, direction, channel, to_addr, from_addr, body, subject, template, metadata, callback_url, encoding, segments, status, created_at, updated_at)
-         VALUES ($1, $2, $3, 'outbound', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'accepted', $14, $15)",
+        "INSERT INTO messages (id, tenant_id, conversation_id, direction, channel, to_addr, from_addr, body, subject, template, metadata, callback_url, encoding, segments, status, created_at, updated_at, customer_identity, email_message_id)
+         VALUES ($1, $2, $3, 'outbound', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'accepted', $14, $15, $16, $17)",
     )
     .bind(&m.id)
     .bind(&m.tenant_id)
@@ -100,6 +108,8 @@ pub async fn run(conn: &mut AnyConnection, job: &AcceptJob) -> Result<AcceptOutc
     .bind(m.segments.map(i64::from))
     .bind(m.created_at)
     .bind(m.created_at)
+    .bind(&m.identity)
+    .bind(&m.email_message_id)
     .execute(&mut *conn)
     .await?;
 
@@ -130,28 +140,4 @@ pub async fn run(conn: &mut AnyConnection, job: &AcceptJob) -> Result<AcceptOutc
         conversation_id,
         body,
     })
-}
-
-/// The tenant's open conversation with this identity, created if there is none. Race-free:
-/// the binding key is unique while the conversation is open.
-pub async fn open_conversation_for(
-    conn: &mut AnyConnection,
-    tenant_id: &str,
-    identity: &str,
-    now: i64,
-) -> Result<String, sqlx::Error> {
-    let binding = format!("{tenant_id}|{identity}");
-    let row = sqlx::query(
-        "INSERT INTO conversations (id, tenant_id, binding_key, state, created_at, last_activity_at) VALUES ($1, $2, $3, 'open', $4, $5)
-         ON CONFLICT (binding_key) DO UPDATE SET last_activity_at = excluded.last_activity_at
-         RETURNING id",
-    )
-    .bind(ids::new_id(ids::IdKind::Conversation))
-    .bind(tenant_id)
-    .bind(&binding)
-    .bind(now)
-    .bind(now)
-    .fetch_one(&mut *conn)
-    .await?;
-    row.try_get("id")
 }

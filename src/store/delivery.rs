@@ -65,6 +65,8 @@ pub enum AttemptResult {
 
 pub struct AttemptEnd {
     pub message_id: String,
+    /// The sender used, in identity form (`tel:+…`, `mailto:…`): the lease key of replies.
+    pub sender: Option<String>,
     /// `None` when no attempt was made (no route, opted out).
     pub attempt_id: Option<String>,
     pub connection_id: Option<String>,
@@ -227,8 +229,10 @@ pub async fn end(
                     .execute(&mut *conn)
                     .await?;
             }
-            sqlx::query("UPDATE messages SET connection_id = $1 WHERE id = $2")
+            sqlx::query("UPDATE messages SET connection_id = $1, business_addr = $2, from_addr = COALESCE(from_addr, $3) WHERE id = $4")
                 .bind(&j.connection_id)
+                .bind(&j.sender)
+                .bind(j.sender.as_deref().map(|s| s.strip_prefix("tel:").or_else(|| s.strip_prefix("mailto:")).unwrap_or(s)))
                 .bind(&j.message_id)
                 .execute(&mut *conn)
                 .await?;

@@ -6,6 +6,8 @@
 //! transaction (and so one fsync), and each caller hears back only after the commit.
 
 pub(crate) mod accept;
+mod contacts;
+mod conversations;
 mod delivery;
 mod read;
 mod status;
@@ -14,6 +16,8 @@ mod webhooks;
 pub mod writer;
 
 pub use accept::{AcceptJob, AcceptOutcome};
+pub use contacts::{ContactOutcome, ContactView, IdentityView};
+pub use conversations::{ConversationView, CreateOutcome, TimelineEntry};
 pub use delivery::{AttemptBegin, AttemptEnd, AttemptResult, ClaimJob, Claimed};
 pub use read::{ListFilter, OutboxStats};
 pub use status::StatusChange;
@@ -112,6 +116,10 @@ impl Store {
 
     pub fn backend(&self) -> Backend {
         self.inner.backend
+    }
+
+    pub(crate) fn write_pool(&self) -> &AnyPool {
+        &self.inner.write
     }
 
     pub(crate) fn reader(&self) -> &AnyPool {
@@ -247,6 +255,21 @@ impl Store {
             _ => None,
         })
         .await
+    }
+
+    /// A persistent setting, set to `value` the first time.
+    pub async fn kv_get_or_insert(&self, key: &str, value: &str) -> Result<String, StoreError> {
+        let mut conn = self.inner.write.acquire().await?;
+        sqlx::query("INSERT INTO kv (k, v) VALUES ($1, $2) ON CONFLICT (k) DO NOTHING")
+            .bind(key)
+            .bind(value)
+            .execute(&mut *conn)
+            .await?;
+        let row = sqlx::query("SELECT v FROM kv WHERE k = $1")
+            .bind(key)
+            .fetch_one(&mut *conn)
+            .await?;
+        Ok(row.try_get("v")?)
     }
 
     /// Gives back idle leases this process holds (shutdown).

@@ -39,8 +39,7 @@ pub async fn apply(
     message_id: &str,
     input: &StatusInput<'_>,
 ) -> Result<Option<StatusChange>, sqlx::Error> {
-    let Some(row) =
-        sqlx::query("SELECT status, tenant_id, channel, created_at FROM messages WHERE id = $1")
+    let Some(row) = sqlx::query("SELECT status, tenant_id, channel, conversation_id, created_at FROM messages WHERE id = $1")
             .bind(message_id)
             .fetch_optional(&mut *conn)
             .await?
@@ -88,9 +87,27 @@ pub async fn apply(
             }
         }
     }
+    let tenant_id: String = row.try_get("tenant_id")?;
+    if moved {
+        let mut data = serde_json::json!({
+            "id": message_id,
+            "conversation_id": row.try_get::<String, _>("conversation_id")?,
+            "channel": row.try_get::<String, _>("channel")?,
+            "status": input.status.as_str(),
+            "raw_status": input.raw_status,
+            "connection": input.connection_id,
+            "provider_message_id": input.provider_message_id,
+        });
+        if let Some(e) = &input.error {
+            data["error"] =
+                serde_json::json!({ "reason": e.reason, "code": e.code, "detail": e.detail });
+        }
+        crate::events::app_event(conn, &tenant_id, "message.status_updated", &data, input.at)
+            .await?;
+    }
     Ok(Some(StatusChange {
         message_id: message_id.to_string(),
-        tenant_id: row.try_get("tenant_id")?,
+        tenant_id,
         channel: row.try_get("channel")?,
         status: input.status,
         moved,

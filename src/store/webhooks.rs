@@ -15,6 +15,7 @@ pub struct WebhookJob {
     /// The connection's tenant (`*`: shared, resolved per event).
     pub tenant: String,
     pub events: Vec<InboundEvent>,
+    pub email: std::sync::Arc<crate::threading::EmailThreading>,
 }
 
 #[derive(Default)]
@@ -70,9 +71,15 @@ pub async fn run(
                 }
             }
             other => {
-                if let Some(id) =
-                    crate::threading::ingest(conn, &job.connection_id, &job.tenant, other, now)
-                        .await?
+                if let Some(id) = crate::threading::ingest(
+                    conn,
+                    &job.connection_id,
+                    &job.tenant,
+                    &job.email,
+                    other,
+                    now,
+                )
+                .await?
                 {
                     out.inbound_messages.push(id);
                 }

@@ -1,0 +1,155 @@
+//! Contacts, identities and open conversations as threading and accept need them.
+
+use crate::domain::ids::{self, IdKind};
+use sqlx::{AnyConnection, Row};
+
+/// Normalizes an address into identity form: `tel:+E164` for phone numbers (also WhatsApp
+/// by phone), `mailto:` lower-cased, `whatsapp:`/`telegram:` kept.
+pub fn normalize(raw: &str) -> String {
+    let raw = raw.trim();
+    if let Some(rest) = raw.strip_prefix("whatsapp:") {
+        let digits = rest.trim_start_matches('+');
+        if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+            return format!("tel:+{digits}");
+        }
+        return raw.to_string();
+    }
+    if let Some(rest) = raw.strip_prefix("mailto:") {
+        return format!("mailto:{}", rest.to_lowercase());
+    }
+    if raw.starts_with("tel:") || raw.starts_with("telegram:") {
+        return raw.to_string();
+    }
+    if raw.starts_with('+') && raw[1..].bytes().all(|b| b.is_ascii_digit()) {
+        return format!("tel:{raw}");
+    }
+    if raw.contains('@') {
+        return format!("mailto:{}", raw.to_lowercase());
+    }
+    raw.to_string()
+}
+
+/// The contact owning a live identity.
+pub async fn owner(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    identity: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    let row = sqlx::query("SELECT contact_id FROM identities WHERE tenant_id = $1 AND address = $2 AND valid_to IS NULL")
+        .bind(tenant_id)
+        .bind(identity)
+        .fetch_optional(&mut *conn)
+        .await?;
+    row.map(|r| r.try_get("contact_id")).transpose()
+}
+
+/// The contact owning `identity`, created with that identity if there is none. Race-free:
+/// one live owner per address is a unique index.
+pub async fn contact_for(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    identity: &str,
+    now: i64,
+) -> Result<String, sqlx::Error> {
+    if let Some(c) = owner(conn, tenant_id, identity).await? {
+        return Ok(c);
+    }
+    let contact = ids::new_id(IdKind::Contact);
+    sqlx::query("INSERT INTO contacts (id, tenant_id, created_at) VALUES ($1, $2, $3)")
+        .bind(&contact)
+        .bind(tenant_id)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    let inserted = sqlx::query(
+        "INSERT INTO identities (id, tenant_id, contact_id, address, valid_from, created_at) VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (tenant_id, address) WHERE valid_to IS NULL DO NOTHING",
+    )
+    .bind(ids::new_id(IdKind::Identity))
+    .bind(tenant_id)
+    .bind(&contact)
+    .bind(identity)
+    .bind(now)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if inserted == 1 {
+        return Ok(contact);
+    }
+    sqlx::query("DELETE FROM contacts WHERE id = $1")
+        .bind(&contact)
+        .execute(&mut *conn)
+        .await?;
+    Ok(owner(conn, tenant_id, identity).await?.unwrap_or(contact))
+}
+
+/// The contact's open (or inactive, which reopens) conversation, or a new one linked to its
+/// last closed conversation. Returns `(id, created)`.
+pub async fn open_conversation(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    contact_id: &str,
+    now: i64,
+) -> Result<(String, bool), sqlx::Error> {
+    let fresh = ids::new_id(IdKind::Conversation);
+    let row = sqlx::query(
+        "INSERT INTO conversations (id, tenant_id, contact_id, binding_key, state, previous_conversation_id, created_at, last_activity_at)
+         VALUES ($1, $2, $3, $4, 'open',
+                 (SELECT p.id FROM conversations p WHERE p.contact_id = $5 AND p.state = 'closed' ORDER BY p.closed_at DESC LIMIT 1),
+                 $6, $7)
+         ON CONFLICT (binding_key) DO UPDATE SET last_activity_at = excluded.last_activity_at, state = 'open'
+         RETURNING id",
+    )
+    .bind(&fresh)
+    .bind(tenant_id)
+    .bind(contact_id)
+    .bind(format!("{tenant_id}|{contact_id}"))
+    .bind(contact_id)
+    .bind(now)
+    .bind(now)
+    .fetch_one(&mut *conn)
+    .await?;
+    let id: String = row.try_get("id")?;
+    let created = id == fresh;
+    Ok((id, created))
+}
+
+/// Marks a conversation active now (an inactive one reopens). Returns its state before.
+pub async fn touch(
+    conn: &mut AnyConnection,
+    conversation_id: &str,
+    now: i64,
+) -> Result<Option<String>, sqlx::Error> {
+    let row = sqlx::query("SELECT state FROM conversations WHERE id = $1")
+        .bind(conversation_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    let state: String = row.try_get("state")?;
+    if state != "closed" {
+        sqlx::query("UPDATE conversations SET last_activity_at = $1, state = 'open' WHERE id = $2")
+            .bind(now)
+            .bind(conversation_id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(Some(state))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_normalize() {
+        assert_eq!(normalize("whatsapp:15551234567"), "tel:+15551234567");
+        assert_eq!(normalize("whatsapp:+15551234567"), "tel:+15551234567");
+        assert_eq!(normalize("+15551234567"), "tel:+15551234567");
+        assert_eq!(normalize("tel:+15551234567"), "tel:+15551234567");
+        assert_eq!(normalize("mailto:Jo@X.io"), "mailto:jo@x.io");
+        assert_eq!(normalize("Jo@X.io"), "mailto:jo@x.io");
+        assert_eq!(normalize("telegram:42"), "telegram:42");
+        assert_eq!(normalize("whatsapp:US.abc"), "whatsapp:US.abc");
+    }
+}

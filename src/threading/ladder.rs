@@ -1,0 +1,397 @@
+//! The ladder, rung by rung, and storing the inbound message on the chosen conversation.
+
+use super::contacts::{self, normalize};
+use super::{token, Decision, EmailThreading, Rule};
+use crate::domain::ids::{self, IdKind};
+use sqlx::{AnyConnection, Row};
+use weft_provider::{Channel, InboundEvent};
+
+/// What an inbound event says, whatever its kind.
+struct Inbound {
+    channel: Channel,
+    customer: String,
+    business: String,
+    body: Option<String>,
+    subject: Option<String>,
+    provider_id: String,
+    reply_to: Option<String>,
+    forwarded: bool,
+    email_id: Option<String>,
+    email_refs: Vec<String>,
+    extra: serde_json::Value,
+}
+
+impl Inbound {
+    fn from_event(ev: &InboundEvent) -> Option<Inbound> {
+        match ev {
+            InboundEvent::Message(m) => {
+                let (email_id, mut refs) = match &m.email {
+                    Some(e) => (e.message_id.clone(), e.references.clone()),
+                    None => (None, Vec::new()),
+                };
+                if let Some(irt) = m.email.as_ref().and_then(|e| e.in_reply_to.clone()) {
+                    refs.push(irt);
+                }
+                // Newest reference first.
+                refs.reverse();
+                Some(Inbound {
+                    channel: m.channel,
+                    customer: normalize(&m.from),
+                    business: normalize(&m.to),
+                    body: m.body.clone(),
+                    subject: m.subject.clone(),
+                    provider_id: m.provider_message_id.clone(),
+                    reply_to: m.reply_to_provider_id.clone(),
+                    forwarded: m.forwarded,
+                    email_id,
+                    email_refs: refs,
+                    extra: serde_json::json!({ "profile_name": m.profile_name, "media": m.media }),
+                })
+            }
+            InboundEvent::Call(c) => Some(Inbound {
+                channel: Channel::Voice,
+                customer: normalize(&c.from),
+                business: normalize(&c.to),
+                body: None,
+                subject: None,
+                provider_id: c.provider_call_id.clone(),
+                reply_to: None,
+                forwarded: false,
+                email_id: None,
+                email_refs: Vec::new(),
+                extra: serde_json::json!({ "kind": "call", "call_status": c.raw_status, "caller_name": c.caller_name, "duration_seconds": c.duration_seconds }),
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// A conversation a rung pointed at.
+struct Hit {
+    tenant_id: String,
+    conversation_id: String,
+    decision: Decision,
+}
+
+/// Stores an inbound message or call on its conversation. Returns the new message id.
+pub async fn ingest(
+    conn: &mut AnyConnection,
+    connection_id: &str,
+    tenant: &str,
+    email: &EmailThreading,
+    ev: &InboundEvent,
+    now: i64,
+) -> Result<Option<String>, sqlx::Error> {
+    let Some(inb) = Inbound::from_event(ev) else {
+        return Ok(None);
+    };
+    let tenant_filter = tenant_id_of(conn, tenant).await?;
+
+    let mut hit = explicit(conn, email, &inb, tenant_filter.as_deref()).await?;
+    if hit.is_none() {
+        hit = reply_ref(conn, connection_id, &inb, tenant_filter.as_deref()).await?;
+    }
+    let tenant_id = match (&hit, &tenant_filter) {
+        (Some(h), _) => h.tenant_id.clone(),
+        (None, Some(t)) => t.clone(),
+        (None, None) => match shared_tenant(conn, &inb.customer).await? {
+            Some(t) => t,
+            None => {
+                tracing::warn!(
+                    connection = connection_id,
+                    "Inbound message on a shared connection matches no tenant; dropped."
+                );
+                return Ok(None);
+            }
+        },
+    };
+    let contact = contacts::owner(conn, &tenant_id, &inb.customer).await?;
+    if hit.is_none() {
+        if let Some(c) = &contact {
+            hit = lease(conn, &tenant_id, c, &inb).await?;
+        }
+    }
+
+    // A match on a closed conversation: a new one, linked to it.
+    let mut previous_closed = None;
+    if let Some(h) = &hit {
+        if contacts::touch(conn, &h.conversation_id, now)
+            .await?
+            .as_deref()
+            == Some("closed")
+        {
+            previous_closed = Some(h.conversation_id.clone());
+        }
+    }
+    let (conversation_id, decision) = match hit {
+        Some(h) if previous_closed.is_none() => (h.conversation_id, h.decision),
+        other => {
+            let contact_id = match contact {
+                Some(c) => c,
+                None => contacts::contact_for(conn, &tenant_id, &inb.customer, now).await?,
+            };
+            let (conv, created) =
+                contacts::open_conversation(conn, &tenant_id, &contact_id, now).await?;
+            if created {
+                if let Some(prev) = &previous_closed {
+                    sqlx::query(
+                        "UPDATE conversations SET previous_conversation_id = $1 WHERE id = $2",
+                    )
+                    .bind(prev)
+                    .bind(&conv)
+                    .execute(&mut *conn)
+                    .await?;
+                }
+                super::conversation_created(conn, &tenant_id, &conv, now).await?;
+            }
+            let decision = match other {
+                // Matched a closed conversation: keep the rule that found it, explain the move.
+                Some(h) => Decision {
+                    candidates: vec![h.conversation_id, conv.clone()],
+                    ..h.decision
+                },
+                None => Decision {
+                    rule: if created { Rule::New } else { Rule::Contact },
+                    matched_key: Some(inb.customer.clone()),
+                    candidates: vec![conv.clone()],
+                    ambiguous: false,
+                },
+            };
+            (conv, decision)
+        }
+    };
+    ::metrics::counter!(crate::metrics::THREADING_DECISIONS, "rule" => decision.rule.as_str())
+        .increment(1);
+    store_message(
+        conn,
+        connection_id,
+        &tenant_id,
+        &conversation_id,
+        &inb,
+        &decision,
+        now,
+    )
+    .await
+    .map(Some)
+}
+
+async fn store_message(
+    conn: &mut AnyConnection,
+    connection_id: &str,
+    tenant_id: &str,
+    conversation_id: &str,
+    inb: &Inbound,
+    decision: &Decision,
+    now: i64,
+) -> Result<String, sqlx::Error> {
+    let id = ids::new_id(IdKind::Message);
+    let threading = serde_json::to_value(decision).unwrap_or_default();
+    sqlx::query(
+        "INSERT INTO messages (id, tenant_id, conversation_id, direction, channel, to_addr, from_addr, body, subject, metadata, status, connection_id, threading, created_at, updated_at, customer_identity, business_addr, email_message_id, provider_message_id)
+         VALUES ($1, $2, $3, 'inbound', $4, $5, $6, $7, $8, $9, 'received', $10, $11, $12, $13, $14, $15, $16, $17)",
+    )
+    .bind(&id)
+    .bind(tenant_id)
+    .bind(conversation_id)
+    .bind(inb.channel.as_str())
+    .bind(bare(&inb.business))
+    .bind(bare(&inb.customer))
+    .bind(&inb.body)
+    .bind(&inb.subject)
+    .bind(inb.extra.to_string())
+    .bind(connection_id)
+    .bind(threading.to_string())
+    .bind(now)
+    .bind(now)
+    .bind(&inb.customer)
+    .bind(&inb.business)
+    .bind(&inb.email_id)
+    .bind(&inb.provider_id)
+    .execute(&mut *conn)
+    .await?;
+    let data = serde_json::json!({
+        "id": id, "conversation_id": conversation_id, "direction": "inbound", "channel": inb.channel.as_str(),
+        "from": bare(&inb.customer), "to": bare(&inb.business), "body": inb.body, "subject": inb.subject,
+        "threading": threading,
+    });
+    crate::events::app_event(conn, tenant_id, "message.received", &data, now).await?;
+    Ok(id)
+}
+
+/// Rung 1: `reply+<token>@…`.
+async fn explicit(
+    conn: &mut AnyConnection,
+    email: &EmailThreading,
+    inb: &Inbound,
+    tenant: Option<&str>,
+) -> Result<Option<Hit>, sqlx::Error> {
+    if inb.channel != Channel::Email {
+        return Ok(None);
+    }
+    let Some(tok) = token::from_address(&inb.business) else {
+        return Ok(None);
+    };
+    let Some(conv) = token::verify(&email.secret, tok) else {
+        return Ok(None);
+    };
+    let row = sqlx::query("SELECT tenant_id FROM conversations WHERE id = $1")
+        .bind(&conv)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    let tenant_id: String = row.try_get("tenant_id")?;
+    if tenant.is_some_and(|t| t != tenant_id) {
+        return Ok(None);
+    }
+    Ok(Some(Hit {
+        tenant_id,
+        conversation_id: conv.clone(),
+        decision: Decision {
+            rule: Rule::Explicit,
+            matched_key: Some(tok.to_string()),
+            candidates: vec![conv],
+            ambiguous: false,
+        },
+    }))
+}
+
+/// Rung 2: a reply pointer to a message weft knows.
+async fn reply_ref(
+    conn: &mut AnyConnection,
+    connection_id: &str,
+    inb: &Inbound,
+    tenant: Option<&str>,
+) -> Result<Option<Hit>, sqlx::Error> {
+    for r in &inb.email_refs {
+        let row = sqlx::query("SELECT conversation_id, tenant_id FROM messages WHERE email_message_id = $1 ORDER BY id DESC LIMIT 1")
+            .bind(r.trim_matches(|c| c == '<' || c == '>'))
+            .fetch_optional(&mut *conn)
+            .await?;
+        if let Some(hit) = hit_from(row, Rule::ReplyRef, r, tenant)? {
+            return Ok(Some(hit));
+        }
+    }
+    let Some(pid) = inb.reply_to.as_ref().filter(|_| !inb.forwarded) else {
+        return Ok(None);
+    };
+    let row = sqlx::query(
+        "SELECT m.conversation_id, m.tenant_id FROM provider_refs r JOIN messages m ON m.id = r.message_id WHERE r.connection_id = $1 AND r.provider_message_id = $2",
+    )
+    .bind(connection_id)
+    .bind(pid)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(hit) = hit_from(row, Rule::ReplyRef, pid, tenant)? {
+        return Ok(Some(hit));
+    }
+    let row = sqlx::query("SELECT conversation_id, tenant_id FROM messages WHERE connection_id = $1 AND provider_message_id = $2")
+        .bind(connection_id)
+        .bind(pid)
+        .fetch_optional(&mut *conn)
+        .await?;
+    hit_from(row, Rule::ReplyRef, pid, tenant)
+}
+
+fn hit_from(
+    row: Option<sqlx::any::AnyRow>,
+    rule: Rule,
+    key: &str,
+    tenant: Option<&str>,
+) -> Result<Option<Hit>, sqlx::Error> {
+    let Some(row) = row else { return Ok(None) };
+    let tenant_id: String = row.try_get("tenant_id")?;
+    if tenant.is_some_and(|t| t != tenant_id) {
+        return Ok(None);
+    }
+    let conv: String = row.try_get("conversation_id")?;
+    Ok(Some(Hit {
+        tenant_id,
+        conversation_id: conv.clone(),
+        decision: Decision {
+            rule,
+            matched_key: Some(key.to_string()),
+            candidates: vec![conv],
+            ambiguous: false,
+        },
+    }))
+}
+
+/// Rung 3: the (customer, business address) pair of a conversation that is not closed.
+async fn lease(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    contact_id: &str,
+    inb: &Inbound,
+) -> Result<Option<Hit>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT m.conversation_id FROM messages m JOIN conversations c ON c.id = m.conversation_id
+         WHERE m.tenant_id = $1 AND m.customer_identity = $2 AND m.business_addr = $3 AND m.direction = 'outbound'
+           AND c.state <> 'closed' AND c.contact_id = $4
+         ORDER BY m.id DESC LIMIT 50",
+    )
+    .bind(tenant_id)
+    .bind(&inb.customer)
+    .bind(&inb.business)
+    .bind(contact_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut candidates: Vec<String> = Vec::new();
+    for r in rows {
+        let c: String = r.try_get("conversation_id")?;
+        if !candidates.contains(&c) {
+            candidates.push(c);
+        }
+    }
+    let Some(first) = candidates.first().cloned() else {
+        return Ok(None);
+    };
+    Ok(Some(Hit {
+        tenant_id: tenant_id.to_string(),
+        conversation_id: first,
+        decision: Decision {
+            rule: Rule::Lease,
+            matched_key: Some(format!("{}|{}", inb.customer, inb.business)),
+            ambiguous: candidates.len() > 1,
+            candidates,
+        },
+    }))
+}
+
+/// The tenant id of a connection's tenant (name or id); `None` for a shared (`*`) one.
+async fn tenant_id_of(
+    conn: &mut AnyConnection,
+    tenant: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    if tenant == "*" {
+        return Ok(None);
+    }
+    let row = sqlx::query("SELECT id FROM tenants WHERE name = $1 OR id = $2")
+        .bind(tenant)
+        .bind(tenant)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(Some(match row {
+        Some(r) => r.try_get("id")?,
+        None => tenant.to_string(),
+    }))
+}
+
+/// For a shared connection: the tenant that owns the sender's identity most recently.
+async fn shared_tenant(
+    conn: &mut AnyConnection,
+    customer: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    let row = sqlx::query("SELECT tenant_id FROM identities WHERE address = $1 AND valid_to IS NULL ORDER BY created_at DESC LIMIT 1")
+        .bind(customer)
+        .fetch_optional(&mut *conn)
+        .await?;
+    row.map(|r| r.try_get("tenant_id")).transpose()
+}
+
+/// `tel:+1…` → `+1…`, `mailto:a@b` → `a@b` for display.
+fn bare(identity: &str) -> &str {
+    identity
+        .strip_prefix("tel:")
+        .or_else(|| identity.strip_prefix("mailto:"))
+        .unwrap_or(identity)
+}
