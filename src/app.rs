@@ -44,7 +44,7 @@ impl Application {
         if cfg.migrate_on_start {
             store.migrate().await?;
         }
-        let registry = Registry::new(cfg.connections()?)?;
+        let registry = Registry::new(cfg.connections()?, &cfg.routes, &cfg.breaker)?;
         let listener =
             TcpListener::bind(&cfg.listen)
                 .await
@@ -70,13 +70,21 @@ impl Application {
             inbound_domain: cfg.inbound_domain(),
             secret: secret.into_bytes(),
         });
-        let dispatcher = Dispatcher::start(&cfg, store.clone(), registry.clone(), email.clone());
+        let consent = crate::policy::consent::ConsentPolicy::new(cfg.consent.clone());
+        let dispatcher = Dispatcher::start(
+            &cfg,
+            store.clone(),
+            registry.clone(),
+            email.clone(),
+            consent.clone(),
+        );
         let draining = Arc::new(AtomicBool::new(false));
         tokio::spawn(sweep_conversations(
             store.clone(),
             cfg.conversations.clone(),
             draining.clone(),
         ));
+        let app_webhooks = crate::app_webhooks::start(store.clone(), &cfg.app_webhooks);
         let state = AppState {
             store,
             registry,
@@ -86,6 +94,17 @@ impl Application {
             keys: Arc::new(DashMap::new()),
             draining,
             email,
+            consent,
+            tenant_limiter: std::num::NonZeroU32::new(cfg.api.tenant_rate_limit_per_second).map(
+                |n| {
+                    let burst =
+                        std::num::NonZeroU32::new(cfg.api.tenant_rate_limit_burst).unwrap_or(n);
+                    Arc::new(governor::RateLimiter::keyed(
+                        governor::Quota::per_second(n).allow_burst(burst),
+                    ))
+                },
+            ),
+            app_webhooks,
         };
         Ok(Application {
             listener,
@@ -96,6 +115,10 @@ impl Application {
 
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.listener.local_addr().ok()
+    }
+
+    pub fn registry(&self) -> Registry {
+        self.state.registry.clone()
     }
 
     pub fn store(&self) -> Store {
@@ -126,6 +149,10 @@ impl Application {
             .dispatcher
             .shutdown(Duration::from_secs(cfg.shutdown.drain_seconds))
             .await;
+        state
+            .app_webhooks
+            .shutdown(Duration::from_secs(cfg.shutdown.drain_seconds))
+            .await;
         state.store.close().await;
         served.map_err(StartupError::Serve)
     }
@@ -145,6 +172,10 @@ async fn sweep_conversations(
         tokio::time::sleep(every).await;
         if draining.load(Ordering::Relaxed) {
             return;
+        }
+        match store.expire_messages().await {
+            Ok(changes) => crate::events::status_changed(&changes, crate::domain::now_ms()),
+            Err(e) => tracing::warn!(error = %e, "Expiry sweep failed."),
         }
         match store.sweep_conversations(inactive, close).await {
             Ok(0) => {}

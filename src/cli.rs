@@ -58,6 +58,7 @@ pub async fn run(cli: Cli, cfg: Config) -> Result<(), StartupError> {
         Command::Serve => {
             let app = Application::build(cfg).await?;
             ensure_default_tenant(&app.store()).await?;
+            reload_routes_on_sighup(app.registry(), cli.config.clone());
             app.run_until(shutdown_signal()).await
         }
         Command::Migrate => {
@@ -106,6 +107,31 @@ pub async fn run(cli: Cli, cfg: Config) -> Result<(), StartupError> {
             Ok(())
         }
     }
+}
+
+/// SIGHUP re-reads the configuration and swaps the routing rules (connections and the rest
+/// need a restart). A configuration with problems is refused and the old rules stay.
+fn reload_routes_on_sighup(registry: crate::providers::Registry, path: Option<PathBuf>) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            match Config::load(path.as_deref()) {
+                Ok(cfg) => {
+                    registry.reload_routes(&cfg.routes);
+                    tracing::info!(rules = cfg.routes.len(), "Reloaded routing rules.");
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "Configuration reload refused; keeping the old routing rules.")
+                }
+            }
+        }
+    });
+    #[cfg(not(unix))]
+    let _ = (registry, path);
 }
 
 async fn open_migrated(cfg: &Config) -> Result<Store, StartupError> {

@@ -31,6 +31,12 @@ pub struct Config {
     pub sandbox: SandboxConfig,
     pub email: EmailConfig,
     pub conversations: ConversationsConfig,
+    pub app_webhooks: AppWebhooksConfig,
+    pub consent: ConsentConfig,
+    pub breaker: BreakerConfig,
+    pub api: ApiConfig,
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
     #[serde(default)]
     pub connections: Vec<ConnectionConfig>,
 }
@@ -93,6 +99,73 @@ pub struct ConversationsConfig {
     pub sweep_interval_seconds: u64,
 }
 
+/// `[app_webhooks]`: delivery of events to the apps' endpoints (DESIGN.md §6).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppWebhooksConfig {
+    pub allow_private_urls: bool,
+    pub retry_base_ms: u64,
+    pub retry_max_ms: u64,
+    pub max_attempts: u32,
+    pub request_timeout_seconds: u64,
+    pub concurrency: usize,
+    pub poll_interval_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsentConfig {
+    pub scope: String,
+    pub opt_out_keywords: Vec<String>,
+    pub opt_in_keywords: Vec<String>,
+    pub help_keywords: Vec<String>,
+    pub stop_reply: String,
+    pub start_reply: String,
+    pub help_reply: String,
+    #[serde(default)]
+    pub tenants: BTreeMap<String, TenantConsentConfig>,
+}
+
+/// Per-tenant overrides of [`ConsentConfig`].
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConsentConfig {
+    pub scope: Option<String>,
+    pub opt_out_keywords: Option<Vec<String>>,
+    pub opt_in_keywords: Option<Vec<String>>,
+    pub help_keywords: Option<Vec<String>>,
+    pub stop_reply: Option<String>,
+    pub start_reply: Option<String>,
+    pub help_reply: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerConfig {
+    pub failure_threshold: u32,
+    pub open_seconds: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    pub tenant_rate_limit_per_second: u32,
+    pub tenant_rate_limit_burst: u32,
+}
+
+/// One `[[routes]]` rule.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    pub tenant: Option<String>,
+    pub channel: Option<String>,
+    pub prefix: Option<String>,
+    pub country: Option<String>,
+    pub sender: Option<String>,
+    pub connections: Vec<String>,
+    pub weights: Option<Vec<u32>>,
+}
+
 /// One `[[connections]]` entry as written.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -109,6 +182,9 @@ pub struct ConnectionConfig {
     pub channels: Vec<String>,
     #[serde(default)]
     pub rate_limit_per_second: Option<u32>,
+    /// Per sender number/address of this connection.
+    #[serde(default)]
+    pub sender_rate_limit_per_second: Option<u32>,
     #[serde(default)]
     pub request_timeout_seconds: Option<u64>,
     #[serde(default)]
@@ -141,6 +217,7 @@ impl DatabaseUrl {
 pub struct Connection {
     pub spec: ConnectionSpec,
     pub rate_limit_per_second: Option<u32>,
+    pub sender_rate_limit_per_second: Option<u32>,
 }
 
 /// Everything wrong with a configuration.
@@ -212,6 +289,16 @@ impl Config {
                 self.log.format
             ));
         }
+        let aw = &self.app_webhooks;
+        if aw.retry_base_ms == 0 || aw.retry_max_ms < aw.retry_base_ms {
+            p.push("app_webhooks: retry_base_ms must be > 0 and <= retry_max_ms".into());
+        }
+        if aw.max_attempts == 0 || aw.concurrency == 0 || aw.request_timeout_seconds == 0 {
+            p.push("app_webhooks: max_attempts, concurrency and request_timeout_seconds must be at least 1".into());
+        }
+        if aw.poll_interval_ms < 10 {
+            p.push("app_webhooks.poll_interval_ms: must be at least 10".into());
+        }
         let cv = &self.conversations;
         if cv.inactive_after_seconds == 0
             || cv.close_after_seconds < cv.inactive_after_seconds
@@ -234,6 +321,62 @@ impl Config {
                 "dispatch.lease_seconds: {}s must exceed request_timeout_seconds {}s plus a 5s margin",
                 d.lease_seconds, d.request_timeout_seconds
             ));
+        }
+        let scopes = ["sender", "channel", "contact"];
+        if !scopes.contains(&self.consent.scope.as_str()) {
+            p.push(format!(
+                "consent.scope: {:?} must be sender, channel or contact",
+                self.consent.scope
+            ));
+        }
+        for (t, o) in &self.consent.tenants {
+            if o.scope.as_deref().is_some_and(|s| !scopes.contains(&s)) {
+                p.push(format!(
+                    "consent.tenants.{t}.scope: must be sender, channel or contact"
+                ));
+            }
+        }
+        if self.breaker.failure_threshold == 0 || self.breaker.open_seconds == 0 {
+            p.push("breaker: failure_threshold and open_seconds must be at least 1".into());
+        }
+        let mut ids: Vec<&str> = self.connections.iter().map(|c| c.id.as_str()).collect();
+        if self.sandbox.enabled {
+            ids.push("sandbox");
+        }
+        for (i, r) in self.routes.iter().enumerate() {
+            let at = format!("routes[{i}]");
+            if r.connections.is_empty() {
+                p.push(format!("{at}.connections: name at least one connection"));
+            }
+            for c in &r.connections {
+                if !ids.contains(&c.as_str()) {
+                    p.push(format!("{at}.connections: no connection {c:?}"));
+                }
+            }
+            if let Some(ch) = &r.channel {
+                if let Err(e) = Channel::from_str(ch) {
+                    p.push(format!("{at}.channel: {e}"));
+                }
+            }
+            if let Some(w) = &r.weights {
+                if w.len() != r.connections.len() || w.iter().all(|&x| x == 0) {
+                    p.push(format!(
+                        "{at}.weights: one weight per connection, not all zero"
+                    ));
+                }
+            }
+            if let Some(c) = &r.country {
+                if c.len() != 2 || !c.bytes().all(|b| b.is_ascii_alphabetic()) {
+                    p.push(format!(
+                        "{at}.country: {c:?} is not an ISO 3166 alpha-2 code"
+                    ));
+                }
+            }
+            if let Some(px) = &r.prefix {
+                if !px.starts_with('+') || !px[1..].bytes().all(|b| b.is_ascii_digit()) {
+                    p.push(format!("{at}.prefix: {px:?} must look like +49"));
+                }
+            }
         }
         let mut seen = std::collections::HashSet::new();
         for c in &self.connections {
@@ -332,6 +475,7 @@ impl Config {
             out.push(Connection {
                 spec,
                 rate_limit_per_second: None,
+                sender_rate_limit_per_second: None,
             });
         }
         if problems.is_empty() {
@@ -431,6 +575,7 @@ impl Config {
             Ok(Connection {
                 spec,
                 rate_limit_per_second: c.rate_limit_per_second,
+                sender_rate_limit_per_second: c.sender_rate_limit_per_second,
             })
         } else {
             Err(p)
@@ -490,5 +635,54 @@ mod tests {
             cfg.database(),
             Ok(DatabaseUrl::Sqlite("sqlite:///tmp/x.db?mode=rwc".into()))
         );
+    }
+}
+
+#[cfg(test)]
+mod example_tests {
+    use super::*;
+
+    /// Every example in `examples/config/` is a valid configuration once its secrets exist.
+    #[test]
+    fn examples_validate() {
+        let secrets = [
+            ("TWILIO_ACCOUNT_SID", "AC0123456789abcdef0123456789abcdef"),
+            ("TWILIO_AUTH_TOKEN", "0123456789abcdef0123456789abcdef"),
+            ("VONAGE_API_KEY", "abcd1234"),
+            ("VONAGE_API_SECRET", "abcdef0123456789"),
+            ("VONAGE_SIGNATURE_SECRET", "signature-secret-0123456789"),
+            ("SENDGRID_API_KEY", "SG.example-key"),
+            (
+                "SENDGRID_WEBHOOK_PUBLIC_KEY",
+                "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEEDr2LjtURuePQzplybdC+u4CwrqDqBaWjcMMsTbhdbcwHBcepxo7yAQGhHPTnlvFYPAZFceEu/1FwCM/QmGUhA==",
+            ),
+            ("SENDGRID_INBOUND_SECRET", "0123456789abcdef0123"),
+            ("MAILGUN_API_KEY", "key-example"),
+            ("MAILGUN_WEBHOOK_SIGNING_KEY", "signing-key-example"),
+            ("WHATSAPP_ACCESS_TOKEN", "EAAG-example"),
+            ("WHATSAPP_APP_SECRET", "app-secret"),
+            ("WHATSAPP_VERIFY_TOKEN", "verify-me"),
+            ("TELEGRAM_BOT_TOKEN", "123456789:AAE-example_token-abcdefghijklmnopqrstu"),
+            ("TELEGRAM_SECRET_TOKEN", "weft-secret_token"),
+            ("SMTP_USERNAME", "mailer"),
+        ];
+        for (k, v) in secrets {
+            std::env::set_var(k, v);
+        }
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/config");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{e}")) {
+            let path = entry.unwrap_or_else(|e| panic!("{e}")).path();
+            let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{e}"));
+            let text = text.replace(
+                "password_file = \"/run/secrets/smtp-password\"",
+                "password = \"example\"",
+            );
+            if let Err(e) = Config::from_toml(&text) {
+                panic!("{}: {e}", path.display());
+            }
+            n += 1;
+        }
+        assert!(n >= 7, "one example per provider");
     }
 }

@@ -33,6 +33,5 @@ pub async fn app_event(
     data: &serde_json::Value,
     now_ms: i64,
 ) -> Result<(), sqlx::Error> {
-    let _ = (conn, tenant_id, event_type, data, now_ms);
-    Ok(())
+    crate::app_webhooks::enqueue(conn, tenant_id, event_type, data, now_ms).await
 }

@@ -17,12 +17,14 @@
 
 pub mod api;
 pub mod app;
+pub mod app_webhooks;
 pub mod cli;
 pub mod config;
 pub mod dispatch;
 pub mod domain;
 pub mod events;
 pub mod metrics;
+pub mod policy;
 pub mod providers;
 pub mod store;
 pub mod telemetry;

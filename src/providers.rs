@@ -1,11 +1,15 @@
 //! The connection registry: one adapter per configured provider account, with its rate
 //! limiter and circuit state, looked up by id for webhooks and by channel for sends.
 
-use crate::config::Connection;
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use crate::config::{BreakerConfig, Connection, RouteConfig};
+use crate::policy::breaker::Breaker;
+use crate::policy::routing::{Route, Target};
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::sync::RwLock;
+use std::time::Duration;
 use weft_provider::{Channel, ConfigError, ConnectionSpec, Provider, ProviderKind};
 
 /// Builds the adapter for a connection.
@@ -27,6 +31,9 @@ pub struct Live {
     pub spec: ConnectionSpec,
     pub provider: Arc<dyn Provider>,
     pub limiter: Option<DefaultDirectRateLimiter>,
+    /// Per-sender limit (carriers cap each long code / short code).
+    pub sender_limiter: Option<DefaultKeyedRateLimiter<String>>,
+    pub breaker: Breaker,
 }
 
 impl Live {
@@ -42,19 +49,32 @@ impl Live {
             && self.provider.capabilities().channels.contains(&channel)
     }
 
-    /// The sender to use: the requested one if this connection owns it, else the first that
-    /// suits the channel.
-    pub fn sender_for(&self, channel: Channel, requested: Option<&str>) -> Option<String> {
+    /// The sender to use: the requested one, else one of the pool's senders that suit the
+    /// channel, chosen by the conversation so a customer always sees the same number.
+    pub fn sender_for(
+        &self,
+        channel: Channel,
+        requested: Option<&str>,
+        conversation_id: &str,
+    ) -> Option<String> {
         if let Some(r) = requested {
             return Some(r.to_string());
         }
         let email = channel == Channel::Email;
-        self.spec
+        let pool: Vec<&String> = self
+            .spec
             .senders
             .iter()
-            .find(|s| s.contains('@') == email)
-            .or_else(|| self.spec.senders.first())
-            .cloned()
+            .filter(|s| s.contains('@') == email)
+            .collect();
+        if pool.is_empty() {
+            return self.spec.senders.first().cloned();
+        }
+        let h = conversation_id
+            .bytes()
+            .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+        let idx = usize::try_from(h % pool.len() as u64).unwrap_or(0);
+        pool.get(idx).map(|s| (*s).clone())
     }
 }
 
@@ -63,10 +83,15 @@ impl Live {
 pub struct Registry {
     by_id: Arc<HashMap<String, Arc<Live>>>,
     ordered: Arc<Vec<Arc<Live>>>,
+    routes: Arc<RwLock<Arc<Vec<Route>>>>,
 }
 
 impl Registry {
-    pub fn new(conns: Vec<Connection>) -> Result<Registry, ConfigError> {
+    pub fn new(
+        conns: Vec<Connection>,
+        routes: &[RouteConfig],
+        breaker: &BreakerConfig,
+    ) -> Result<Registry, ConfigError> {
         let mut by_id = HashMap::new();
         let mut ordered = Vec::new();
         for c in conns {
@@ -75,17 +100,32 @@ impl Registry {
                 .rate_limit_per_second
                 .and_then(NonZeroU32::new)
                 .map(|n| RateLimiter::direct(Quota::per_second(n)));
+            let b = Breaker::new(
+                &c.spec.id,
+                breaker.failure_threshold,
+                Duration::from_secs(breaker.open_seconds),
+            );
+            let sender_limiter = c
+                .sender_rate_limit_per_second
+                .and_then(NonZeroU32::new)
+                .map(|n| RateLimiter::keyed(Quota::per_second(n)));
             let live = Arc::new(Live {
                 spec: c.spec,
                 provider,
                 limiter,
+                sender_limiter,
+                breaker: b,
             });
             by_id.insert(live.spec.id.clone(), live.clone());
             ordered.push(live);
         }
+        let routes = Arc::new(RwLock::new(Arc::new(
+            routes.iter().map(Route::compile).collect(),
+        )));
         Ok(Registry {
             by_id: Arc::new(by_id),
             ordered: Arc::new(ordered),
+            routes,
         })
     }
 
@@ -109,6 +149,39 @@ impl Registry {
                 .cloned(),
         );
         own
+    }
+
+    /// Replaces the routing rules (SIGHUP).
+    pub fn reload_routes(&self, routes: &[RouteConfig]) {
+        let compiled: Vec<Route> = routes.iter().map(Route::compile).collect();
+        if let Ok(mut r) = self.routes.write() {
+            *r = Arc::new(compiled);
+        }
+    }
+
+    /// The connections to try for a message, in order: a pinned connection alone; else the
+    /// first matching rule's list (weighted pick first); else every serving connection.
+    /// Connections that cannot serve the tenant and channel are dropped.
+    pub fn select(&self, t: &Target<'_>, pinned: Option<&str>) -> Vec<Arc<Live>> {
+        if let Some(p) = pinned {
+            return self
+                .get(p)
+                .filter(|l| l.serves(t.tenant, t.channel))
+                .cloned()
+                .into_iter()
+                .collect();
+        }
+        let rules = self.routes.read().map(|r| r.clone()).unwrap_or_default();
+        match rules.iter().find(|r| r.matches(t)) {
+            Some(rule) => rule
+                .order()
+                .iter()
+                .filter_map(|id| self.get(id))
+                .filter(|l| l.serves(t.tenant, t.channel))
+                .cloned()
+                .collect(),
+            None => self.routes(t.tenant, t.channel),
+        }
     }
 
     pub fn all(&self) -> impl Iterator<Item = &Arc<Live>> {

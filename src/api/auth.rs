@@ -39,15 +39,24 @@ impl FromRequestParts<AppState> for Tenant {
             .filter(|k| !k.is_empty() && k.len() < 200)
             .ok_or(ApiError::Unauthorized)?;
         let hash = hash_key(key);
-        if let Some(t) = state.keys.get(&hash) {
-            return Ok(Tenant { id: t.clone() });
-        }
-        match state.store.tenant_for_key(&hash).await? {
-            Some(id) => {
-                state.keys.insert(hash, id.clone());
-                Ok(Tenant { id })
+        let cached = state.keys.get(&hash).map(|t| t.clone());
+        let id = match cached {
+            Some(id) => id,
+            None => match state.store.tenant_for_key(&hash).await? {
+                Some(id) => {
+                    state.keys.insert(hash, id.clone());
+                    id
+                }
+                None => return Err(ApiError::Unauthorized),
+            },
+        };
+        if let Some(limiter) = &state.tenant_limiter {
+            if let Err(not_until) = limiter.check_key(&id) {
+                use governor::clock::{Clock, DefaultClock};
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                return Err(ApiError::RateLimited(wait.as_secs().max(1)));
             }
-            None => Err(ApiError::Unauthorized),
         }
+        Ok(Tenant { id })
     }
 }

@@ -263,3 +263,22 @@ pub async fn unmerge(
     )
     .map(Json)
 }
+
+/// The consent ledger entries of a contact and its identities.
+#[utoipa::path(get, path = "/v1/contacts/{id}/consent", tag = "contacts", params(("id" = String, Path)),
+    responses((status = 200, body = ListPage<crate::policy::consent::ConsentEntry>), (status = 404, body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+pub async fn consent(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    Path(id): Path<String>,
+) -> Result<Json<ListPage<crate::policy::consent::ConsentEntry>>, ApiError> {
+    if state.store.contact(&tenant.id, &id).await?.is_none() {
+        return Err(ApiError::NotFound);
+    }
+    let data = state.store.consent_of(&tenant.id, &id).await?;
+    Ok(Json(ListPage {
+        data,
+        next_cursor: None,
+    }))
+}

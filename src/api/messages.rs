@@ -3,7 +3,7 @@
 use super::auth::Tenant;
 use super::problem::{ApiError, FieldError, Problem};
 use super::{json_body, AppState, ListPage};
-use crate::domain::message::{DispatchItem, MessageView, NewMessage};
+use crate::domain::message::{DispatchItem, MessageView, NewMessage, Purpose, SendPolicy};
 use crate::domain::{address, ids, now_ms, parse_rfc3339, segment};
 use crate::store::{AcceptJob, AcceptOutcome, ListFilter};
 use axum::body::Bytes;
@@ -43,6 +43,16 @@ pub struct SendRequest {
     pub fallback: Option<Vec<String>>,
     /// Where to POST status updates of this message.
     pub callback_url: Option<String>,
+    /// Seconds without `delivered` before the next `fallback` channel is tried.
+    pub fallback_after: Option<u64>,
+    /// Send through this connection only (its id).
+    pub connection: Option<String>,
+    /// RFC 3339 time to send at (future sends).
+    pub send_at: Option<String>,
+    /// RFC 3339 time after which an undelivered message is `expired`.
+    pub valid_until: Option<String>,
+    /// `transactional` (default) or `bulk`; bulk never starves transactional traffic.
+    pub priority: Option<String>,
 }
 
 const MAX_BODY_CHARS: usize = 1600;
@@ -68,7 +78,7 @@ fn validate(req: SendRequest, tenant: &Tenant) -> Result<NewMessage, ApiError> {
             .map_err(|e| err("to", e.to_string()))
             .ok()
     });
-    let body = req.body.filter(|b| !b.is_empty());
+    let body = req.body.clone().filter(|b| !b.is_empty());
     if body.is_none() && req.template.is_none() {
         err(
             "body",
@@ -103,9 +113,73 @@ fn validate(req: SendRequest, tenant: &Tenant) -> Result<NewMessage, ApiError> {
             err("conversation_id", "not a conversation id (conv_…)".into());
         }
     }
+    let mut fallback = Vec::new();
     for f in req.fallback.iter().flatten() {
-        if let Err(e) = Channel::from_str(f) {
-            err("fallback", e);
+        match Channel::from_str(f) {
+            Ok(c) if Some(c) == channel || fallback.contains(&c) => {
+                err("fallback", format!("{c} appears twice"))
+            }
+            Ok(c) => fallback.push(c),
+            Err(e) => err("fallback", e),
+        }
+    }
+    if req.fallback_after.is_some() && fallback.is_empty() {
+        err("fallback_after", "needs a fallback list".into());
+    }
+    if req.fallback_after == Some(0) {
+        err("fallback_after", "must be at least 1 second".into());
+    }
+    let now = now_ms();
+    let mut time = |field: &str, v: &Option<String>| match v {
+        Some(t) => match parse_rfc3339(t) {
+            Some(ms) => Some(ms),
+            None => {
+                err(field, "must be an RFC 3339 time".into());
+                None
+            }
+        },
+        None => None,
+    };
+    let send_at = time("send_at", &req.send_at);
+    let valid_until = time("valid_until", &req.valid_until);
+    if valid_until.is_some_and(|v| v <= now) {
+        err("valid_until", "must be in the future".into());
+    }
+    if let (Some(s), Some(v)) = (send_at, valid_until) {
+        if v <= s {
+            err("valid_until", "must be after send_at".into());
+        }
+    }
+    let bulk = match req.priority.as_deref() {
+        None | Some("transactional") => false,
+        Some("bulk") => true,
+        Some(_) => {
+            err("priority", "must be transactional or bulk".into());
+            false
+        }
+    };
+    if channel == Some(Channel::Email)
+        && req.subject.as_deref().is_none_or(str::is_empty)
+        && req.template.is_none()
+    {
+        err("subject", "e-mail needs a subject".into());
+    }
+    if channel == Some(Channel::Telegram) && body.as_ref().is_some_and(|b| b.chars().count() > 4096)
+    {
+        err("body", "at most 4096 characters on telegram".into());
+    }
+    if channel == Some(Channel::Whatsapp) {
+        if let Some(vars) = &req.variables {
+            if vars.len() > 50
+                || vars
+                    .values()
+                    .any(|v| v.is_empty() || v.chars().count() > 1024)
+            {
+                err(
+                    "variables",
+                    "WhatsApp template variables must be 1 to 1024 characters, at most 50".into(),
+                );
+            }
         }
     }
     if let Some(u) = &req.callback_url {
@@ -148,7 +222,18 @@ fn validate(req: SendRequest, tenant: &Tenant) -> Result<NewMessage, ApiError> {
         encoding: seg.map(|s| s.encoding.as_str()),
         segments: seg.map(|s| s.count),
         email_message_id: None,
-        created_at: now_ms(),
+        created_at: now,
+        policy: SendPolicy {
+            pinned_connection: req.connection,
+            fallback,
+            fallback_after_ms: req
+                .fallback_after
+                .map(|s| i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX / 4)),
+            send_at,
+            valid_until,
+            bulk,
+            kind: None,
+        },
     })
 }
 
@@ -195,6 +280,14 @@ pub async fn send(
     let req: SendRequest =
         serde_json::from_value(value).map_err(|e| ApiError::field("body", e.to_string()))?;
     let mut msg = validate(req, &tenant)?;
+    if let Some(c) = &msg.policy.pinned_connection {
+        if state.registry.get(c).is_none() {
+            return Err(ApiError::field(
+                "connection",
+                format!("no connection {c:?}"),
+            ));
+        }
+    }
     if msg.channel == Channel::Email {
         msg.email_message_id = Some(format!("{}@{}", msg.id, state.email.domain));
     }
@@ -211,19 +304,25 @@ pub async fn send(
             body,
         } => {
             ::metrics::counter!(crate::metrics::MESSAGES_ACCEPTED, "channel" => msg.channel.as_str()).increment(1);
-            state.dispatcher.handoff(DispatchItem {
-                message_id: msg.id.clone(),
-                tenant_id: msg.tenant_id,
-                conversation_id,
-                channel: msg.channel,
-                to: msg.to,
-                from: msg.from,
-                body: msg.body,
-                subject: msg.subject,
-                template: msg.template,
-                lease_token,
-                created_at: msg.created_at,
-            });
+            let due_now = msg.policy.send_at.is_none_or(|t| t <= now_ms());
+            if due_now {
+                state.dispatcher.handoff(DispatchItem {
+                    message_id: msg.id.clone(),
+                    tenant_id: msg.tenant_id,
+                    conversation_id,
+                    channel: msg.channel,
+                    to: msg.to,
+                    from: msg.from,
+                    body: msg.body,
+                    subject: msg.subject,
+                    template: msg.template,
+                    lease_token,
+                    created_at: msg.created_at,
+                    policy: msg.policy.clone(),
+                    step: 0,
+                    purpose: Purpose::Send,
+                });
+            }
             Ok(json_answer(
                 StatusCode::ACCEPTED,
                 body,

@@ -6,6 +6,7 @@ mod conversations;
 mod health;
 mod messages;
 pub mod problem;
+mod webhook_endpoints;
 mod webhooks;
 
 use crate::dispatch::Dispatcher;
@@ -38,6 +39,10 @@ pub struct AppState {
     pub keys: Arc<DashMap<String, String>>,
     pub draining: Arc<AtomicBool>,
     pub email: Arc<crate::threading::EmailThreading>,
+    pub consent: Arc<crate::policy::consent::ConsentPolicy>,
+    /// Requests per second per tenant (`[api]`), per replica.
+    pub tenant_limiter: Option<Arc<governor::DefaultKeyedRateLimiter<String>>>,
+    pub app_webhooks: crate::app_webhooks::AppWebhooks,
 }
 
 /// A page of a list.
@@ -73,7 +78,20 @@ pub fn router(state: AppState, max_body: usize) -> Router {
             axum::routing::patch(contacts::patch_identity),
         )
         .route("/v1/contacts/{id}/merge", post(contacts::merge))
+        .route("/v1/contacts/{id}/consent", get(contacts::consent))
         .route("/v1/contacts/{id}/unmerge", post(contacts::unmerge))
+        .route(
+            "/v1/webhook-endpoints",
+            post(webhook_endpoints::create).get(webhook_endpoints::list),
+        )
+        .route(
+            "/v1/webhook-endpoints/{id}",
+            get(webhook_endpoints::get).delete(webhook_endpoints::delete),
+        )
+        .route(
+            "/v1/webhook-endpoints/{id}/deliveries",
+            get(webhook_endpoints::deliveries),
+        )
         .layer(DefaultBodyLimit::max(max_body));
     let hooks = Router::new()
         .route(
@@ -156,11 +174,12 @@ pub(crate) fn json_body(headers: &HeaderMap, body: &[u8]) -> Result<serde_json::
     paths(
         messages::send, messages::get, messages::list,
         conversations::create, conversations::get, conversations::list, conversations::timeline, conversations::close,
-        contacts::create, contacts::get, contacts::list, contacts::add_identity, contacts::patch_identity, contacts::merge, contacts::unmerge,
+        contacts::create, contacts::get, contacts::list, contacts::add_identity, contacts::patch_identity, contacts::merge, contacts::consent, contacts::unmerge,
+        webhook_endpoints::create, webhook_endpoints::list, webhook_endpoints::get, webhook_endpoints::delete, webhook_endpoints::deliveries,
         webhooks::receive,
         health::healthz, health::readyz, health::metrics, health::openapi,
     ),
-    components(schemas(problem::Problem, problem::FieldError, messages::SendRequest, crate::domain::message::MessageView)),
+    components(schemas(problem::Problem, problem::FieldError, messages::SendRequest, crate::domain::message::MessageView, webhook_endpoints::CreateEndpoint, crate::app_webhooks::views::EndpointView, crate::app_webhooks::views::DeliveryView, crate::app_webhooks::views::AttemptEntry)),
     modifiers(&Security),
 )]
 struct ApiDoc;

@@ -48,6 +48,8 @@ pub enum ApiError {
     Forbidden(String),
     #[error("method not allowed")]
     MethodNotAllowed,
+    #[error("rate limit exceeded; retry in {0} s")]
+    RateLimited(u64),
     #[error("service unavailable: {0}")]
     Unavailable(String),
     #[error("internal error")]
@@ -86,6 +88,11 @@ impl ApiError {
                 StatusCode::FORBIDDEN,
                 "invalid-signature",
                 "Invalid webhook signature",
+            ),
+            ApiError::RateLimited(_) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate-limited",
+                "Too many requests",
             ),
             ApiError::MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -154,6 +161,11 @@ impl IntoResponse for ApiError {
         let status = StatusCode::from_u16(p.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = serde_json::to_vec(&p).unwrap_or_default();
         let mut resp = (status, body).into_response();
+        if let ApiError::RateLimited(secs) = self {
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
         resp.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),

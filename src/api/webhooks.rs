@@ -98,6 +98,7 @@ pub async fn receive(
             tenant: live.spec.tenant.clone(),
             events,
             email: state.email.clone(),
+            consent: state.consent.clone(),
         };
         let out = state
             .store

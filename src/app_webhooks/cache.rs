@@ -97,7 +97,8 @@ impl Drop for SourceGuard {
 pub fn pin(tenant_id: &str) {
     let c = cache();
     if let Ok(mut s) = c.sources.lock() {
-        s.pinned.insert(tenant_id.to_string(), Instant::now() + PIN_FOR);
+        s.pinned
+            .insert(tenant_id.to_string(), Instant::now() + PIN_FOR);
     }
     if let Ok(mut live) = c.live.write() {
         live.insert(tenant_id.to_string());
@@ -128,6 +129,7 @@ fn rebuild(live: &RwLock<HashSet<String>>, s: &mut State) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

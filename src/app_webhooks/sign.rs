@@ -36,7 +36,10 @@ pub fn signature(
     mac.update(timestamp_secs.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);
-    Ok(format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes())))
+    Ok(format!(
+        "v1,{}",
+        STANDARD.encode(mac.finalize().into_bytes())
+    ))
 }
 
 /// A stored secret that is not valid base64 (never produced by [`new_secret`]).
@@ -45,6 +48,7 @@ pub fn signature(
 pub struct SignError;
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -123,7 +123,7 @@ async fn refresh(inner: Arc<Inner>, source: cache::SourceGuard) {
         }
         tokio::select! {
             _ = tokio::time::sleep(REFRESH) => {}
-            _ = stop.wait_for(|s| *s) => return,
+            _ = stopped(&mut stop) => return,
         }
     }
 }
@@ -142,7 +142,7 @@ async fn claimer(inner: Arc<Inner>, tx: mpsc::Sender<Recorded>) {
         if free == 0 {
             tokio::select! {
                 p = inner.permits.acquire() => drop(p),
-                _ = stop.wait_for(|s| *s) => return,
+                _ = stopped(&mut stop) => return,
             }
             continue;
         }
@@ -191,7 +191,7 @@ async fn claimer(inner: Arc<Inner>, tx: mpsc::Sender<Recorded>) {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                     break;
                 }
-                _ = stop.wait_for(|s| *s) => return,
+                _ = stopped(&mut stop) => return,
             }
         }
     }
@@ -231,6 +231,11 @@ async fn recorder(inner: Arc<Inner>, mut rx: mpsc::Receiver<Recorded>) {
             inner.kick.notify_one();
         }
     }
+}
+
+/// Resolves once shutdown began (the `watch` guard is not held across an await).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
 }
 
 /// One POST and what it means for the delivery.
@@ -349,6 +354,7 @@ pub fn backoff(attempts: i64, base_ms: u64, max_ms: u64) -> Duration {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -367,7 +373,7 @@ mod tests {
 
     #[test]
     fn error_text_keeps_causes() {
-        let e = std::io::Error::new(std::io::ErrorKind::Other, "connection refused");
+        let e = std::io::Error::other("connection refused");
         assert_eq!(describe(&e), "connection refused");
     }
 }

@@ -27,6 +27,7 @@ pub struct NewMessage {
     /// Our `Message-ID` (without brackets) for e-mail.
     pub email_message_id: Option<String>,
     pub created_at: i64,
+    pub policy: SendPolicy,
 }
 
 /// What a dispatcher needs to send one message.
@@ -44,6 +45,59 @@ pub struct DispatchItem {
     /// The outbox lease this process holds.
     pub lease_token: String,
     pub created_at: i64,
+    pub policy: SendPolicy,
+    /// Index into `[first channel] + policy.fallback` of the channel being tried.
+    pub step: i64,
+    /// Why the outbox row came due.
+    pub purpose: Purpose,
+}
+
+/// What an outbox row is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// Send on the current channel step.
+    Send,
+    /// `fallback_after` ran out: move on unless the message was delivered.
+    FallbackCheck,
+}
+
+impl Purpose {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Purpose::Send => "send",
+            Purpose::FallbackCheck => "fallback",
+        }
+    }
+}
+
+/// How a message wants to be delivered.
+#[derive(Debug, Clone, Default)]
+pub struct SendPolicy {
+    /// Send through this connection only.
+    pub pinned_connection: Option<String>,
+    /// Channels to try after the first, in order.
+    pub fallback: Vec<Channel>,
+    /// Move to the next channel when no `delivered` arrives within this long.
+    pub fallback_after_ms: Option<i64>,
+    pub send_at: Option<i64>,
+    /// Undelivered by then: `expired`.
+    pub valid_until: Option<i64>,
+    /// Bulk traffic yields to transactional traffic.
+    pub bulk: bool,
+    /// `auto_reply`: a consent answer, exempt from the ledger.
+    pub kind: Option<String>,
+}
+
+impl SendPolicy {
+    /// The channel of step `step`, given the message's first channel.
+    pub fn channel_at(&self, first: Channel, step: i64) -> Option<Channel> {
+        if step == 0 {
+            return Some(first);
+        }
+        usize::try_from(step - 1)
+            .ok()
+            .and_then(|i| self.fallback.get(i).copied())
+    }
 }
 
 /// Why a message ended badly.

@@ -32,32 +32,53 @@ pub enum AcceptOutcome {
 
 pub async fn run(conn: &mut AnyConnection, job: &AcceptJob) -> Result<AcceptOutcome, sqlx::Error> {
     let m = &job.msg;
+    let p = &m.policy;
     if let Some((key, hash)) = &job.idempotency {
-        let row = sqlx::query(
-            "SELECT request_hash, response_status, response_body, created_at FROM idempotency_keys WHERE tenant_id = $1 AND idem_key = $2",
-        )
-        .bind(&m.tenant_id)
-        .bind(key)
-        .fetch_optional(&mut *conn)
-        .await?;
-        if let Some(row) = row {
-            let created: i64 = row.try_get("created_at")?;
-            if created > now_ms() - IDEMPOTENCY_TTL_MS {
-                let stored_hash: String = row.try_get("request_hash")?;
-                if &stored_hash != hash {
-                    return Ok(AcceptOutcome::Conflict);
+        // The key is claimed before anything else is written. A concurrent request with the
+        // same key in another writer's open transaction (PostgreSQL) makes the claim wait for
+        // that commit and do nothing; the second round then reads its answer back, instead of
+        // a unique violation failing the request.
+        for _ in 0..2 {
+            let row = sqlx::query(
+                "SELECT request_hash, response_status, response_body, created_at FROM idempotency_keys WHERE tenant_id = $1 AND idem_key = $2",
+            )
+            .bind(&m.tenant_id)
+            .bind(key)
+            .fetch_optional(&mut *conn)
+            .await?;
+            if let Some(row) = row {
+                let created: i64 = row.try_get("created_at")?;
+                if created > now_ms() - IDEMPOTENCY_TTL_MS {
+                    let stored_hash: String = row.try_get("request_hash")?;
+                    if &stored_hash != hash {
+                        return Ok(AcceptOutcome::Conflict);
+                    }
+                    let status: i64 = row.try_get("response_status")?;
+                    return Ok(AcceptOutcome::Replay {
+                        status: u16::try_from(status).unwrap_or(202),
+                        body: row.try_get("response_body")?,
+                    });
                 }
-                let status: i64 = row.try_get("response_status")?;
-                return Ok(AcceptOutcome::Replay {
-                    status: u16::try_from(status).unwrap_or(202),
-                    body: row.try_get("response_body")?,
-                });
+                sqlx::query("DELETE FROM idempotency_keys WHERE tenant_id = $1 AND idem_key = $2")
+                    .bind(&m.tenant_id)
+                    .bind(key)
+                    .execute(&mut *conn)
+                    .await?;
             }
-            sqlx::query("DELETE FROM idempotency_keys WHERE tenant_id = $1 AND idem_key = $2")
-                .bind(&m.tenant_id)
-                .bind(key)
-                .execute(&mut *conn)
-                .await?;
+            let claimed = sqlx::query(
+                "INSERT INTO idempotency_keys (tenant_id, idem_key, request_hash, response_status, response_body, created_at) VALUES ($1, $2, $3, 202, '', $4)
+                 ON CONFLICT (tenant_id, idem_key) DO NOTHING",
+            )
+            .bind(&m.tenant_id)
+            .bind(key)
+            .bind(hash)
+            .bind(m.created_at)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+            if claimed > 0 {
+                break;
+            }
         }
     }
 
@@ -90,8 +111,9 @@ pub async fn run(conn: &mut AnyConnection, job: &AcceptJob) -> Result<AcceptOutc
     }
 
     sqlx::query(
-        "INSERT INTO messages (id, tenant_id, conversation_id, direction, channel, to_addr, from_addr, body, subject, template, metadata, callback_url, encoding, segments, status, created_at, updated_at, customer_identity, email_message_id)
-         VALUES ($1, $2, $3, 'outbound', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'accepted', $14, $15, $16, $17)",
+        "INSERT INTO messages (id, tenant_id, conversation_id, direction, channel, to_addr, from_addr, body, subject, template, metadata, callback_url, encoding, segments, status, created_at, updated_at, customer_identity, email_message_id,
+                               pinned_connection, fallback, fallback_after_ms, send_at, valid_until, priority, kind)
+         VALUES ($1, $2, $3, 'outbound', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'accepted', $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)",
     )
     .bind(&m.id)
     .bind(&m.tenant_id)
@@ -110,29 +132,37 @@ pub async fn run(conn: &mut AnyConnection, job: &AcceptJob) -> Result<AcceptOutc
     .bind(m.created_at)
     .bind(&m.identity)
     .bind(&m.email_message_id)
+    .bind(&p.pinned_connection)
+    .bind((!p.fallback.is_empty()).then(|| serde_json::to_string(&p.fallback).unwrap_or_default()))
+    .bind(p.fallback_after_ms)
+    .bind(p.send_at)
+    .bind(p.valid_until)
+    .bind(i64::from(p.bulk))
+    .bind(&p.kind)
     .execute(&mut *conn)
     .await?;
 
-    sqlx::query("INSERT INTO outbox (message_id, available_at, tries, lease_token, lease_until, created_at) VALUES ($1, $2, 0, $3, $4, $5)")
+    // A future send is left to the poller; a due one is leased to the accepting process.
+    let scheduled = p.send_at.is_some_and(|t| t > m.created_at);
+    sqlx::query("INSERT INTO outbox (message_id, available_at, tries, lease_token, lease_until, created_at, priority) VALUES ($1, $2, 0, $3, $4, $5, $6)")
         .bind(&m.id)
+        .bind(p.send_at.unwrap_or(m.created_at))
+        .bind((!scheduled).then_some(&job.lease_token))
+        .bind(if scheduled { 0 } else { job.lease_until })
         .bind(m.created_at)
-        .bind(&job.lease_token)
-        .bind(job.lease_until)
-        .bind(m.created_at)
+        .bind(i64::from(p.bulk))
         .execute(&mut *conn)
         .await?;
 
     let body =
         serde_json::to_string(&MessageView::accepted(m, &conversation_id)).unwrap_or_default();
-    if let Some((key, hash)) = &job.idempotency {
+    if let Some((key, _)) = &job.idempotency {
         sqlx::query(
-            "INSERT INTO idempotency_keys (tenant_id, idem_key, request_hash, response_status, response_body, created_at) VALUES ($1, $2, $3, 202, $4, $5)",
+            "UPDATE idempotency_keys SET response_body = $1 WHERE tenant_id = $2 AND idem_key = $3",
         )
+        .bind(&body)
         .bind(&m.tenant_id)
         .bind(key)
-        .bind(hash)
-        .bind(&body)
-        .bind(m.created_at)
         .execute(&mut *conn)
         .await?;
     }

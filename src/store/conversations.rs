@@ -290,6 +290,41 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Ends undelivered messages whose `valid_until` has passed as `expired`.
+    pub async fn expire_messages(&self) -> Result<Vec<super::StatusChange>, StoreError> {
+        let now = now_ms();
+        let mut conn = self.write_pool().acquire().await?;
+        let mut tx = conn.begin().await?;
+        let rows = sqlx::query(
+            "SELECT id FROM messages WHERE valid_until IS NOT NULL AND valid_until < $1 AND status IN ('accepted', 'queued', 'sending', 'sent') LIMIT 1000",
+        )
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut changes = Vec::new();
+        for r in rows {
+            let id: String = r.try_get("id")?;
+            let input = super::status::StatusInput {
+                status: weft_provider::DeliveryStatus::Expired,
+                raw_status: None,
+                connection_id: None,
+                provider_message_id: None,
+                error: Some(super::status::ErrorFields {
+                    reason: "expired",
+                    code: None,
+                    detail: Some("valid_until passed before delivery"),
+                }),
+                at: now,
+            };
+            changes.extend(super::status::apply(&mut tx, &id, &input).await?);
+            super::delivery::delete_outbox(&mut tx, &id).await?;
+        }
+        tx.commit().await?;
+        Ok(changes)
+    }
+}
+
 async fn close_in(
     conn: &mut sqlx::AnyConnection,
     tenant_id: &str,

@@ -9,7 +9,7 @@
 
 use super::status::{self, ErrorFields, StatusChange, StatusInput};
 use super::Backend;
-use crate::domain::message::DispatchItem;
+use crate::domain::message::{DispatchItem, Purpose, SendPolicy};
 use sqlx::{AnyConnection, Row};
 use std::str::FromStr;
 use weft_provider::{Channel, DeliveryStatus, Template};
@@ -41,11 +41,19 @@ pub struct AttemptBegin {
 }
 
 pub enum AttemptResult {
-    /// The provider took it.
+    /// The provider took it. With a fallback channel left, the outbox row stays as a
+    /// fallback check due at `fallback_check_at`.
     Sent {
         provider_ids: Vec<String>,
         status: DeliveryStatus,
         segments: Option<u32>,
+        fallback_check_at: Option<i64>,
+    },
+    /// This channel failed for good (or timed out without `delivered`): try the next.
+    NextChannel {
+        reason: &'static str,
+        code: Option<String>,
+        detail: String,
     },
     /// Try again at `retry_at`; `outcome` is the attempt's recorded outcome.
     Retry {
@@ -83,10 +91,11 @@ pub async fn claim(
         Backend::Postgres => " FOR UPDATE SKIP LOCKED",
         Backend::Sqlite => "",
     };
+    // Transactional rows first: bulk never starves them.
     let sql = format!(
         "UPDATE outbox SET lease_token = $1, lease_until = $2 WHERE message_id IN (
-            SELECT message_id FROM outbox WHERE available_at <= $3 AND lease_until < $4 ORDER BY available_at LIMIT $5{lock}
-         ) RETURNING message_id, tries"
+            SELECT message_id FROM outbox WHERE available_at <= $3 AND lease_until < $4 ORDER BY priority, available_at LIMIT $5{lock}
+         ) RETURNING message_id, tries, purpose"
     );
     let rows = sqlx::query(&sql)
         .bind(&job.token)
@@ -100,8 +109,14 @@ pub async fn claim(
     for row in rows {
         let id: String = row.try_get("message_id")?;
         let tries: i64 = row.try_get("tries")?;
+        let purpose = match row.try_get::<String, _>("purpose")?.as_str() {
+            "fallback" => Purpose::FallbackCheck,
+            _ => Purpose::Send,
+        };
         let Some(m) = sqlx::query(
-            "SELECT tenant_id, conversation_id, channel, to_addr, from_addr, body, subject, template, status, created_at FROM messages WHERE id = $1",
+            "SELECT tenant_id, conversation_id, channel, to_addr, from_addr, body, subject, template, status, created_at,
+                    pinned_connection, fallback, fallback_after_ms, send_at, valid_until, priority, kind, channel_step
+             FROM messages WHERE id = $1",
         )
         .bind(&id)
         .fetch_optional(&mut *conn)
@@ -111,8 +126,11 @@ pub async fn claim(
             continue;
         };
         let status: String = m.try_get("status")?;
-        if status != "accepted" {
-            // A provider has it (or it ended): nothing left to send.
+        let ended = DeliveryStatus::from_str(&status)
+            .map(|s| s.is_final())
+            .unwrap_or(true);
+        if ended {
+            // Delivered, read, or ended badly: nothing left to do.
             delete_outbox(conn, &id).await?;
             continue;
         }
@@ -141,8 +159,27 @@ pub async fn claim(
                 .await?;
             continue;
         }
+        // A send row of the first step whose message a provider already took (reconciled
+        // by a callback): nothing to send.
+        let step: i64 = m.try_get("channel_step")?;
+        if purpose == Purpose::Send && step == 0 && status != "accepted" {
+            delete_outbox(conn, &id).await?;
+            continue;
+        }
         let channel: String = m.try_get("channel")?;
-        let Ok(channel) = Channel::from_str(&channel) else {
+        let Ok(first) = Channel::from_str(&channel) else {
+            continue;
+        };
+        let policy = SendPolicy {
+            pinned_connection: m.try_get("pinned_connection")?,
+            fallback: super::json_col::<Vec<Channel>>(&m, "fallback").unwrap_or_default(),
+            fallback_after_ms: m.try_get("fallback_after_ms")?,
+            send_at: m.try_get("send_at")?,
+            valid_until: m.try_get("valid_until")?,
+            bulk: m.try_get::<i64, _>("priority")? != 0,
+            kind: m.try_get("kind")?,
+        };
+        let Some(current) = policy.channel_at(first, step) else {
             continue;
         };
         out.push(Claimed {
@@ -151,7 +188,7 @@ pub async fn claim(
                 message_id: id,
                 tenant_id: m.try_get("tenant_id")?,
                 conversation_id: m.try_get("conversation_id")?,
-                channel,
+                channel: current,
                 to: m.try_get("to_addr")?,
                 from: m.try_get("from_addr")?,
                 body: m.try_get("body")?,
@@ -159,6 +196,9 @@ pub async fn claim(
                 template: super::json_col::<Template>(&m, "template"),
                 lease_token: job.token.clone(),
                 created_at: m.try_get("created_at")?,
+                policy,
+                step,
+                purpose,
             },
         });
     }
@@ -216,6 +256,7 @@ pub async fn end(
             provider_ids,
             status,
             segments,
+            fallback_check_at,
         } => {
             if let Some(a) = &j.attempt_id {
                 finish_attempt(conn, a, "queued", Some(provider_ids), None, None, j.now).await?;
@@ -245,7 +286,16 @@ pub async fn end(
                 at: j.now,
             };
             changes.extend(status::apply(conn, &j.message_id, &input).await?);
-            delete_outbox(conn, &j.message_id).await?;
+            match fallback_check_at {
+                Some(at) => {
+                    sqlx::query("UPDATE outbox SET purpose = 'fallback', available_at = $1, lease_token = NULL, lease_until = 0 WHERE message_id = $2")
+                        .bind(*at)
+                        .bind(&j.message_id)
+                        .execute(&mut *conn)
+                        .await?;
+                }
+                None => delete_outbox(conn, &j.message_id).await?,
+            }
             if let Some(conn_id) = &j.connection_id {
                 changes.extend(super::webhooks::rematch_parked(conn, conn_id, provider_ids).await?);
             }
@@ -272,12 +322,41 @@ pub async fn end(
                     .await?;
             }
         }
+        AttemptResult::NextChannel {
+            reason,
+            code,
+            detail,
+        } => {
+            if let Some(a) = &j.attempt_id {
+                finish_attempt(
+                    conn,
+                    a,
+                    "rejected",
+                    None,
+                    code.as_deref(),
+                    Some(detail),
+                    j.now,
+                )
+                .await?;
+            }
+            next_channel(conn, &j.message_id, reason, code.as_deref(), detail, j.now).await?;
+        }
         AttemptResult::Final {
             status,
             reason,
             code,
             detail,
         } => {
+            if *reason == "opted_out" && j.attempt_id.is_some() {
+                provider_opt_out(
+                    conn,
+                    &j.message_id,
+                    j.sender.as_deref(),
+                    code.as_deref(),
+                    j.now,
+                )
+                .await?;
+            }
             if let Some(a) = &j.attempt_id {
                 if !reconciled {
                     finish_attempt(
@@ -311,6 +390,85 @@ pub async fn end(
         }
     }
     Ok(changes)
+}
+
+/// Moves a message to its next fallback channel, keeping the failure in its history.
+pub(crate) async fn next_channel(
+    conn: &mut AnyConnection,
+    message_id: &str,
+    reason: &str,
+    code: Option<&str>,
+    detail: &str,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO status_history (message_id, status, raw_status, applied, error_code, detail, occurred_at) VALUES ($1, 'rejected', $2, 0, $3, $4, $5)",
+    )
+    .bind(message_id)
+    .bind(format!("fallback: {reason}"))
+    .bind(code)
+    .bind(detail)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "UPDATE messages SET channel_step = channel_step + 1, updated_at = $1 WHERE id = $2",
+    )
+    .bind(now)
+    .bind(message_id)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO outbox (message_id, available_at, tries, lease_token, lease_until, created_at, purpose) VALUES ($1, $2, 0, NULL, 0, $3, 'send')
+         ON CONFLICT (message_id) DO UPDATE SET purpose = 'send', available_at = excluded.available_at, lease_token = NULL, lease_until = 0",
+    )
+    .bind(message_id)
+    .bind(now)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// The provider says the recipient opted out (Twilio 21610): the ledger learns it.
+pub(crate) async fn provider_opt_out(
+    conn: &mut AnyConnection,
+    message_id: &str,
+    sender: Option<&str>,
+    code: Option<&str>,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT tenant_id, customer_identity, business_addr FROM messages WHERE id = $1",
+    )
+    .bind(message_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = row else { return Ok(()) };
+    let Some(customer) = row.try_get::<Option<String>, _>("customer_identity")? else {
+        return Ok(());
+    };
+    let business: Option<String> = row.try_get("business_addr")?;
+    let Some(sender) = sender.map(str::to_string).or(business) else {
+        return Ok(());
+    };
+    let tenant: String = row.try_get("tenant_id")?;
+    let subject = crate::policy::consent::Subject {
+        subject: customer,
+        scope: "sender".into(),
+        scope_value: sender,
+    };
+    crate::policy::consent::record(
+        conn,
+        &tenant,
+        &subject,
+        true,
+        "provider",
+        code,
+        Some(message_id),
+        now,
+    )
+    .await
 }
 
 pub(crate) async fn finish_attempt(

@@ -210,6 +210,57 @@ impl Store {
         Ok((out, next))
     }
 
+    /// A live identity of the given scheme (`mailto:`) of the contact owning `identity`.
+    pub async fn identity_of_kind(
+        &self,
+        tenant_id: &str,
+        identity: &str,
+        scheme: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query(
+            "SELECT b.address FROM identities a JOIN identities b ON b.contact_id = a.contact_id
+             WHERE a.tenant_id = $1 AND a.address = $2 AND a.valid_to IS NULL AND b.valid_to IS NULL AND b.address LIKE $3
+             ORDER BY b.created_at DESC LIMIT 1",
+        )
+        .bind(tenant_id)
+        .bind(identity)
+        .bind(format!("{scheme}%"))
+        .fetch_optional(self.reader())
+        .await?;
+        Ok(row.map(|r| r.try_get("address")).transpose()?)
+    }
+
+    /// Whether the consent ledger blocks this send.
+    pub async fn opted_out(
+        &self,
+        tenant_id: &str,
+        customer: &str,
+        channel: weft_provider::Channel,
+        sender: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.reader().acquire().await?;
+        Ok(
+            crate::policy::consent::opted_out(&mut conn, tenant_id, customer, channel, sender)
+                .await?,
+        )
+    }
+
+    /// Whether the ledger holds any opt-out.
+    pub async fn any_opt_out(&self) -> Result<bool, StoreError> {
+        let mut conn = self.reader().acquire().await?;
+        Ok(crate::policy::consent::any_opt_out(&mut conn).await?)
+    }
+
+    /// The consent ledger entries of a contact.
+    pub async fn consent_of(
+        &self,
+        tenant_id: &str,
+        contact_id: &str,
+    ) -> Result<Vec<crate::policy::consent::ConsentEntry>, StoreError> {
+        let mut conn = self.reader().acquire().await?;
+        Ok(crate::policy::consent::entries(&mut conn, tenant_id, contact_id).await?)
+    }
+
     /// Outbox depth and the age of its oldest due row.
     pub async fn outbox_stats(&self, now: i64) -> Result<OutboxStats, StoreError> {
         let r = sqlx::query("SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM outbox")

@@ -64,12 +64,15 @@ pub async fn apply(
     .bind(input.at)
     .execute(&mut *conn)
     .await?;
+    // `at` may be the provider's own time (minute precision, other clocks): `updated_at` is
+    // when weft changed the message, so it never goes back before `created_at`.
+    let updated_at = crate::domain::now_ms().max(input.at);
     if moved {
         match &input.error {
             Some(e) if input.status.is_failure() => {
                 sqlx::query("UPDATE messages SET status = $1, updated_at = $2, error_reason = $3, error_code = $4, error_detail = $5 WHERE id = $6")
                     .bind(input.status.as_str())
-                    .bind(input.at)
+                    .bind(updated_at)
                     .bind(e.reason)
                     .bind(e.code)
                     .bind(e.detail)
@@ -80,7 +83,7 @@ pub async fn apply(
             _ => {
                 sqlx::query("UPDATE messages SET status = $1, updated_at = $2 WHERE id = $3")
                     .bind(input.status.as_str())
-                    .bind(input.at)
+                    .bind(updated_at)
                     .bind(message_id)
                     .execute(&mut *conn)
                     .await?;

@@ -16,6 +16,7 @@ pub struct WebhookJob {
     pub tenant: String,
     pub events: Vec<InboundEvent>,
     pub email: std::sync::Arc<crate::threading::EmailThreading>,
+    pub consent: std::sync::Arc<crate::policy::consent::ConsentPolicy>,
 }
 
 #[derive(Default)]
@@ -76,6 +77,7 @@ pub async fn run(
                     &job.connection_id,
                     &job.tenant,
                     &job.email,
+                    &job.consent,
                     other,
                     now,
                 )
@@ -110,6 +112,10 @@ async fn apply_status(
         .bind(&s.provider_message_id)
         .fetch_optional(&mut *conn)
         .await?;
+    let ref_attempt: Option<String> = match &by_ref {
+        Some(r) => Some(r.try_get("attempt_id")?),
+        None => s.correlation.attempt_id.clone(),
+    };
     let (message_id, part_status) = match by_ref {
         Some(r) => (
             r.try_get::<String, _>("message_id")?,
@@ -179,6 +185,26 @@ async fn apply_status(
             }
         }
     }
+    if effective.is_failure() && falls_back(conn, &message_id, ref_attempt.as_deref()).await? {
+        let detail = s
+            .error_detail
+            .clone()
+            .unwrap_or_else(|| format!("provider reported {}", s.raw_status));
+        super::delivery::next_channel(
+            conn,
+            &message_id,
+            status::reason_for(effective),
+            s.error_code.as_deref(),
+            &detail,
+            now,
+        )
+        .await?;
+        return Ok(Some(Vec::new()));
+    }
+    if effective.is_failure() && s.opted_out {
+        super::delivery::provider_opt_out(conn, &message_id, None, s.error_code.as_deref(), now)
+            .await?;
+    }
     let reason = status::reason_for(effective);
     let error = effective.is_failure().then_some(ErrorFields {
         reason: if s.opted_out { "opted_out" } else { reason },
@@ -199,6 +225,54 @@ async fn apply_status(
             .into_iter()
             .collect(),
     ))
+}
+
+/// True when a failure of this attempt should move the message to its next fallback
+/// channel: the message has one left and the attempt belongs to the current channel (a late
+/// failure of an earlier channel is history only — it is applied, but the state machine
+/// keeps a delivered message delivered).
+async fn falls_back(
+    conn: &mut AnyConnection,
+    message_id: &str,
+    attempt_id: Option<&str>,
+) -> Result<bool, sqlx::Error> {
+    let Some(row) =
+        sqlx::query("SELECT channel, fallback, channel_step, status FROM messages WHERE id = $1")
+            .bind(message_id)
+            .fetch_optional(&mut *conn)
+            .await?
+    else {
+        return Ok(false);
+    };
+    let fallback: Vec<weft_provider::Channel> =
+        super::json_col(&row, "fallback").unwrap_or_default();
+    let step: i64 = row.try_get("channel_step")?;
+    let status: String = row.try_get("status")?;
+    if usize::try_from(step).map_or(true, |s| s >= fallback.len())
+        || DeliveryStatus::from_str(&status).is_ok_and(|s| s.is_final())
+    {
+        return Ok(false);
+    }
+    let first: String = row.try_get("channel")?;
+    let Ok(first) = weft_provider::Channel::from_str(&first) else {
+        return Ok(false);
+    };
+    let current = if step == 0 {
+        Some(first)
+    } else {
+        usize::try_from(step - 1)
+            .ok()
+            .and_then(|i| fallback.get(i).copied())
+    };
+    let Some(att) = attempt_id else {
+        return Ok(false);
+    };
+    let row = sqlx::query("SELECT channel FROM attempts WHERE id = $1")
+        .bind(att)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let att_channel: Option<String> = row.map(|r| r.try_get("channel")).transpose()?;
+    Ok(att_channel.as_deref() == current.map(|c| c.as_str()))
 }
 
 /// A callback proved an attempt reached the provider: record it as taken.

@@ -3,6 +3,7 @@
 use super::contacts::{self, normalize};
 use super::{token, Decision, EmailThreading, Rule};
 use crate::domain::ids::{self, IdKind};
+use crate::policy::consent::{self, ConsentPolicy, Keyword, Subject};
 use sqlx::{AnyConnection, Row};
 use weft_provider::{Channel, InboundEvent};
 
@@ -79,6 +80,7 @@ pub async fn ingest(
     connection_id: &str,
     tenant: &str,
     email: &EmailThreading,
+    consent: &ConsentPolicy,
     ev: &InboundEvent,
     now: i64,
 ) -> Result<Option<String>, sqlx::Error> {
@@ -162,7 +164,7 @@ pub async fn ingest(
     };
     ::metrics::counter!(crate::metrics::THREADING_DECISIONS, "rule" => decision.rule.as_str())
         .increment(1);
-    store_message(
+    let id = store_message(
         conn,
         connection_id,
         &tenant_id,
@@ -171,8 +173,126 @@ pub async fn ingest(
         &decision,
         now,
     )
-    .await
-    .map(Some)
+    .await?;
+    keywords(
+        conn,
+        connection_id,
+        tenant,
+        &tenant_id,
+        &conversation_id,
+        &inb,
+        &id,
+        consent,
+        now,
+    )
+    .await?;
+    Ok(Some(id))
+}
+
+/// STOP/START/HELP: update the consent ledger and answer with the configured auto-reply.
+#[allow(clippy::too_many_arguments)]
+async fn keywords(
+    conn: &mut AnyConnection,
+    connection_id: &str,
+    tenant: &str,
+    tenant_id: &str,
+    conversation_id: &str,
+    inb: &Inbound,
+    message_id: &str,
+    consent: &ConsentPolicy,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    if !matches!(
+        inb.channel,
+        Channel::Sms | Channel::Whatsapp | Channel::Telegram
+    ) {
+        return Ok(());
+    }
+    let Some(body) = &inb.body else { return Ok(()) };
+    let policy = consent.for_tenant(&[tenant_id, tenant]);
+    let Some(kw) = policy.keyword(body) else {
+        return Ok(());
+    };
+    let contact = contacts::contact_for(conn, tenant_id, &inb.customer, now).await?;
+    let subject = Subject::new(
+        policy.scope,
+        &inb.customer,
+        &contact,
+        inb.channel,
+        &inb.business,
+    );
+    let word = body.trim().to_uppercase();
+    let reply = match kw {
+        Keyword::OptOut => {
+            consent::record(
+                conn,
+                tenant_id,
+                &subject,
+                true,
+                "keyword",
+                Some(&word),
+                Some(message_id),
+                now,
+            )
+            .await?;
+            consent.set_any_opt_out(true);
+            policy.stop_reply
+        }
+        Keyword::OptIn => {
+            consent::record(
+                conn,
+                tenant_id,
+                &subject,
+                false,
+                "keyword",
+                Some(&word),
+                Some(message_id),
+                now,
+            )
+            .await?;
+            policy.start_reply
+        }
+        Keyword::Help => policy.help_reply,
+    };
+    if reply.is_empty() {
+        return Ok(());
+    }
+    // The answer goes back through the same connection and number; it is exempt from the
+    // ledger (a STOP confirmation must reach the customer who just opted out).
+    let id = ids::new_id(IdKind::Message);
+    sqlx::query(
+        "INSERT INTO messages (id, tenant_id, conversation_id, direction, channel, to_addr, from_addr, body, status, created_at, updated_at, customer_identity, pinned_connection, kind, priority)
+         VALUES ($1, $2, $3, 'outbound', $4, $5, $6, $7, 'accepted', $8, $9, $10, $11, 'auto_reply', 0)",
+    )
+    .bind(&id)
+    .bind(tenant_id)
+    .bind(conversation_id)
+    .bind(inb.channel.as_str())
+    .bind(address_of(&inb.customer))
+    .bind(address_of(&inb.business))
+    .bind(reply)
+    .bind(now)
+    .bind(now)
+    .bind(&inb.customer)
+    .bind(connection_id)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("INSERT INTO outbox (message_id, available_at, tries, lease_token, lease_until, created_at) VALUES ($1, $2, 0, NULL, 0, $3)")
+        .bind(&id)
+        .bind(now)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// An identity as a provider-neutral address: `tel:+1…` → `+1…`, `telegram:42` → `42`.
+fn address_of(identity: &str) -> &str {
+    identity
+        .strip_prefix("tel:")
+        .or_else(|| identity.strip_prefix("mailto:"))
+        .or_else(|| identity.strip_prefix("telegram:"))
+        .unwrap_or(identity)
 }
 
 async fn store_message(

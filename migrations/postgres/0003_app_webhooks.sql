@@ -1,0 +1,36 @@
+-- App webhooks (DESIGN.md §6): subscriptions and the durable delivery queue.
+-- Timestamps are Unix milliseconds (BIGINT); JSON is TEXT.
+
+CREATE TABLE webhook_endpoints (
+    id          TEXT PRIMARY KEY,
+    tenant_id   TEXT NOT NULL REFERENCES tenants(id),
+    url         TEXT NOT NULL,
+    events      TEXT NOT NULL,
+    secret      TEXT NOT NULL,
+    created_at  BIGINT NOT NULL,
+    deleted_at  BIGINT
+);
+CREATE INDEX webhook_endpoints_tenant ON webhook_endpoints (tenant_id, id);
+CREATE INDEX webhook_endpoints_live ON webhook_endpoints (tenant_id) WHERE deleted_at IS NULL;
+
+CREATE TABLE app_webhook_deliveries (
+    id                TEXT PRIMARY KEY,
+    endpoint_id       TEXT NOT NULL REFERENCES webhook_endpoints(id),
+    tenant_id         TEXT NOT NULL,
+    event_id          TEXT NOT NULL,
+    event_type        TEXT NOT NULL,
+    payload           TEXT NOT NULL,
+    attempts          BIGINT NOT NULL DEFAULT 0,
+    attempt_log       TEXT,
+    next_attempt_at   BIGINT NOT NULL,
+    lease_token       TEXT,
+    lease_until       BIGINT NOT NULL DEFAULT 0,
+    status            TEXT NOT NULL,
+    last_status_code  BIGINT,
+    last_error        TEXT,
+    created_at        BIGINT NOT NULL,
+    delivered_at      BIGINT
+);
+-- The due-claim query: pending rows by next attempt time.
+CREATE INDEX app_webhook_deliveries_due ON app_webhook_deliveries (next_attempt_at) WHERE status = 'pending';
+CREATE INDEX app_webhook_deliveries_endpoint ON app_webhook_deliveries (endpoint_id, id);

@@ -1,0 +1,385 @@
+//! One dispatch: policy checks (validity, consent, route, circuit), the attempt record, the
+//! provider call, and what its answer means for the message.
+
+use super::{backoff, Inner};
+use crate::config::DispatchConfig;
+use crate::domain::message::{DispatchItem, Purpose};
+use crate::domain::{address, ids, now_ms};
+use crate::metrics::{self, Outcome};
+use crate::policy::routing::Target;
+use crate::providers::Live;
+use crate::store::{AttemptBegin, AttemptEnd, AttemptResult};
+use std::time::{Duration, Instant};
+use weft_provider::{
+    Channel, DeliveryStatus, EmailHeaders, FailureReason, OutboundMessage, SendError,
+};
+
+async fn tenant_name(inner: &Inner, tenant_id: &str) -> String {
+    if let Some(n) = inner.tenant_names.get(tenant_id) {
+        return n.clone();
+    }
+    match inner.store.tenant_name(tenant_id).await {
+        Ok(Some(n)) => {
+            inner.tenant_names.insert(tenant_id.to_string(), n.clone());
+            n
+        }
+        _ => tenant_id.to_string(),
+    }
+}
+
+fn has_next(item: &DispatchItem) -> bool {
+    usize::try_from(item.step).is_ok_and(|s| s < item.policy.fallback.len())
+}
+
+/// Ends the message, or moves it to the next fallback channel if it has one.
+fn give_up(
+    item: &DispatchItem,
+    status: DeliveryStatus,
+    reason: FailureReason,
+    code: Option<String>,
+    detail: String,
+) -> AttemptResult {
+    if has_next(item) {
+        AttemptResult::NextChannel {
+            reason: reason.as_str(),
+            code,
+            detail,
+        }
+    } else {
+        AttemptResult::Final {
+            status,
+            reason: reason.as_str(),
+            code,
+            detail,
+        }
+    }
+}
+
+async fn end_without_attempt(inner: &Inner, item: &DispatchItem, result: AttemptResult) {
+    let end = AttemptEnd {
+        message_id: item.message_id.clone(),
+        attempt_id: None,
+        sender: None,
+        connection_id: None,
+        result,
+        now: now_ms(),
+    };
+    record_end(inner, end).await;
+}
+
+/// The address to use on this channel: `to` itself, or for a fallback channel of another
+/// kind (SMS → e-mail) the contact's identity of that kind.
+async fn destination(inner: &Inner, item: &DispatchItem) -> Option<String> {
+    if let Ok(d) = address::parse(item.channel, &item.to) {
+        return Some(d.address);
+    }
+    let first = address::infer_channel(&item.to).ok()?;
+    let identity = address::parse(first, &item.to).ok()?.identity;
+    let scheme = match item.channel {
+        Channel::Email => "mailto:",
+        Channel::Telegram => "telegram:",
+        _ => "tel:",
+    };
+    let found = inner
+        .store
+        .identity_of_kind(&item.tenant_id, &identity, scheme)
+        .await
+        .ok()
+        .flatten()?;
+    Some(found.strip_prefix(scheme).unwrap_or(&found).to_string())
+}
+
+#[tracing::instrument(skip_all, fields(message_id = %item.message_id, conversation_id = %item.conversation_id))]
+pub(super) async fn process(inner: &Inner, mut item: DispatchItem, _tries: i64) {
+    let now = now_ms();
+    if item.policy.valid_until.is_some_and(|v| v <= now) {
+        let r = AttemptResult::Final {
+            status: DeliveryStatus::Expired,
+            reason: FailureReason::Expired.as_str(),
+            code: None,
+            detail: "valid_until passed before the message could be sent".into(),
+        };
+        return end_without_attempt(inner, &item, r).await;
+    }
+    if item.purpose == Purpose::FallbackCheck {
+        // The claim only hands these over while the message is not delivered.
+        if has_next(&item) {
+            let r = AttemptResult::NextChannel {
+                reason: "no_delivery",
+                code: None,
+                detail: format!("no delivery on {} within fallback_after", item.channel),
+            };
+            end_without_attempt(inner, &item, r).await;
+        }
+        return;
+    }
+    let Some(to) = destination(inner, &item).await else {
+        let r = give_up(
+            &item,
+            DeliveryStatus::Rejected,
+            FailureReason::InvalidAddress,
+            None,
+            format!("no {} address for this recipient", item.channel),
+        );
+        return end_without_attempt(inner, &item, r).await;
+    };
+    item.to = to;
+    let requested_from = if item.step == 0 {
+        item.from.clone()
+    } else {
+        None
+    };
+    let name = tenant_name(inner, &item.tenant_id).await;
+    let tenant = [item.tenant_id.as_str(), name.as_str()];
+    let target = Target {
+        tenant: &tenant,
+        channel: item.channel,
+        to: &item.to,
+        sender: requested_from.as_deref(),
+    };
+    let routes = inner
+        .registry
+        .select(&target, item.policy.pinned_connection.as_deref());
+    if routes.is_empty() {
+        let r = give_up(
+            &item,
+            DeliveryStatus::Rejected,
+            FailureReason::NoRoute,
+            None,
+            format!("no connection serves {} for this tenant", item.channel),
+        );
+        return end_without_attempt(inner, &item, r).await;
+    }
+    let Some(live) = routes.iter().find(|l| l.breaker.allow()).cloned() else {
+        // Every connection of the route has an open circuit: wait for a probe window.
+        let r = AttemptResult::Retry {
+            retry_at: now + i64::try_from(inner.breaker_open_ms).unwrap_or(30_000),
+            outcome: "circuit_open",
+            code: None,
+            detail: "every connection of the route has an open circuit".into(),
+        };
+        return end_without_attempt(inner, &item, r).await;
+    };
+    let sender = live.sender_for(
+        item.channel,
+        requested_from.as_deref(),
+        &item.conversation_id,
+    );
+    let sender_identity = sender.as_deref().map(crate::threading::contacts::normalize);
+    if item.policy.kind.as_deref() != Some("auto_reply") && inner.consent.may_have_opt_outs() {
+        let identity = crate::threading::contacts::normalize(&match item.channel {
+            Channel::Telegram => format!("telegram:{}", item.to),
+            _ => item.to.clone(),
+        });
+        match inner
+            .store
+            .opted_out(
+                &item.tenant_id,
+                &identity,
+                item.channel,
+                sender_identity.as_deref(),
+            )
+            .await
+        {
+            Ok(true) => {
+                let r = give_up(
+                    &item,
+                    DeliveryStatus::Rejected,
+                    FailureReason::OptedOut,
+                    None,
+                    "the recipient opted out".into(),
+                );
+                return end_without_attempt(inner, &item, r).await;
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "Consent lookup failed; the outbox will retry.");
+                return;
+            }
+        }
+    }
+    if let Some(l) = &live.limiter {
+        l.until_ready().await;
+    }
+    if let (Some(l), Some(s)) = (&live.sender_limiter, &sender) {
+        l.until_key_ready(s).await;
+    }
+    send(inner, item, live, sender, sender_identity).await;
+}
+
+async fn send(
+    inner: &Inner,
+    item: DispatchItem,
+    live: std::sync::Arc<Live>,
+    sender: Option<String>,
+    sender_identity: Option<String>,
+) {
+    let attempt_id = ids::new_id(ids::IdKind::Attempt);
+    let now = now_ms();
+    let begin = AttemptBegin {
+        message_id: item.message_id.clone(),
+        lease_token: item.lease_token.clone(),
+        lease_until: now + i64::try_from(inner.cfg.lease_seconds * 1000).unwrap_or(60_000),
+        attempt_id: attempt_id.clone(),
+        channel: item.channel,
+        provider: live.spec.provider.as_str(),
+        connection_id: live.spec.id.clone(),
+        sender: sender.clone(),
+        now,
+    };
+    let tries = match inner.store.begin_attempt(begin).await {
+        Ok(Some(seq)) => seq,
+        Ok(None) => {
+            tracing::debug!("Lease lost before sending; another worker owns the message.");
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "Could not record the attempt; the outbox will retry.");
+            return;
+        }
+    };
+    let msg = outbound(inner, &live, &item, &attempt_id, sender);
+    let started = Instant::now();
+    let limit = live.spec.request_timeout + Duration::from_secs(5);
+    let result = match tokio::time::timeout(limit, live.provider.send(&msg)).await {
+        Ok(r) => r,
+        Err(_) => Err(SendError::timeout(
+            "provider call exceeded the request timeout",
+        )),
+    };
+    let provider = live.spec.provider.as_str();
+    ::metrics::histogram!(metrics::DISPATCH_DURATION, "provider" => provider)
+        .record(started.elapsed().as_secs_f64());
+    let outcome = match &result {
+        Ok(_) => Outcome::Ok,
+        Err(e) if e.is_ambiguous() => Outcome::Timeout,
+        Err(e) if e.code() == "throttled" => Outcome::Throttled,
+        Err(e) if e.is_retryable() => Outcome::Retryable,
+        Err(_) => Outcome::Permanent,
+    };
+    ::metrics::counter!(metrics::DISPATCH_ATTEMPTS, "provider" => provider, "channel" => item.channel.as_str(), "outcome" => outcome.as_str())
+        .increment(1);
+    match &result {
+        Ok(_) => live.breaker.success(),
+        Err(e) if e.is_retryable() => live.breaker.failure(),
+        Err(_) => {}
+    }
+    let now = now_ms();
+    let result = match result {
+        Ok(r) => AttemptResult::Sent {
+            provider_ids: r.provider_ids,
+            status: r.status,
+            segments: r.segments,
+            fallback_check_at: item
+                .policy
+                .fallback_after_ms
+                .filter(|_| has_next(&item))
+                .map(|ms| now + ms),
+        },
+        Err(e) => classify(&inner.cfg, &item, &e, tries, now),
+    };
+    if let AttemptResult::Retry { detail, .. } = &result {
+        tracing::info!(attempt = tries, provider, %detail, "Send failed; will retry.");
+    }
+    let end = AttemptEnd {
+        message_id: item.message_id.clone(),
+        attempt_id: Some(attempt_id),
+        sender: sender_identity,
+        connection_id: Some(live.spec.id.clone()),
+        result,
+        now,
+    };
+    record_end(inner, end).await;
+}
+
+/// What a failed send means for the message.
+fn classify(
+    cfg: &DispatchConfig,
+    item: &DispatchItem,
+    e: &SendError,
+    tries: i64,
+    now: i64,
+) -> AttemptResult {
+    let code = e.provider_code().map(str::to_string);
+    if !e.is_retryable() {
+        return give_up(
+            item,
+            DeliveryStatus::Rejected,
+            e.reason(),
+            code,
+            e.detail().to_string(),
+        );
+    }
+    if tries >= i64::from(cfg.max_attempts) {
+        let detail = format!("{} attempts failed; last: {}", tries, e.detail());
+        return give_up(
+            item,
+            DeliveryStatus::Failed,
+            FailureReason::RetriesExhausted,
+            code,
+            detail,
+        );
+    }
+    let mut wait = backoff::delay(
+        u32::try_from(tries).unwrap_or(1),
+        Duration::from_millis(cfg.retry_base_ms),
+        Duration::from_millis(cfg.retry_max_ms),
+        e.retry_after(),
+    );
+    if e.is_ambiguous() {
+        // The provider may have it: give its callback time to prove so before resending.
+        wait = wait.max(Duration::from_secs(cfg.reconcile_seconds));
+    }
+    let outcome = if e.is_ambiguous() { "timeout" } else { "retry" };
+    AttemptResult::Retry {
+        retry_at: now + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX / 2),
+        outcome,
+        code,
+        detail: e.detail().to_string(),
+    }
+}
+
+fn outbound(
+    inner: &Inner,
+    live: &Live,
+    item: &DispatchItem,
+    attempt_id: &str,
+    sender: Option<String>,
+) -> OutboundMessage {
+    let callback = format!(
+        "{}/webhooks/{}/{}/status?m={}&a={}",
+        inner.public_base,
+        live.spec.provider.as_str(),
+        live.spec.id,
+        item.message_id,
+        attempt_id
+    );
+    let email = (item.channel == Channel::Email).then(|| EmailHeaders {
+        message_id: Some(format!("{}@{}", item.message_id, inner.email.domain)),
+        reply_to: Some(inner.email.reply_to(&item.conversation_id)),
+        ..EmailHeaders::default()
+    });
+    OutboundMessage {
+        message_id: item.message_id.clone(),
+        attempt_id: attempt_id.to_string(),
+        channel: item.channel,
+        to: item.to.clone(),
+        from: sender,
+        body: item.body.clone(),
+        subject: item.subject.clone(),
+        template: item.template.clone(),
+        email,
+        reply_to_provider_id: None,
+        voice: None,
+        status_callback_url: callback,
+    }
+}
+
+async fn record_end(inner: &Inner, end: AttemptEnd) {
+    match inner.store.end_attempt(end).await {
+        Ok(changes) => crate::events::status_changed(&changes, now_ms()),
+        // The outbox row stays leased; after the lease the poller finds the in-flight
+        // attempt and reconciles instead of blindly resending.
+        Err(e) => tracing::error!(error = %e, "Could not record the send's result."),
+    }
+}

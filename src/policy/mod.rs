@@ -1,0 +1,5 @@
+//! Delivery policy: consent, routing rules, circuit breakers.
+
+pub mod breaker;
+pub mod consent;
+pub mod routing;
