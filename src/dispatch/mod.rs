@@ -39,6 +39,8 @@ struct Inner {
     node: String,
     claims: AtomicU64,
     tx: mpsc::Sender<(DispatchItem, i64)>,
+    /// Bulk traffic waits in its own queue; transactional is always taken first.
+    tx_bulk: mpsc::Sender<(DispatchItem, i64)>,
     permits: Arc<Semaphore>,
     tenant_names: DashMap<String, String>,
     stop: watch::Sender<bool>,
@@ -54,6 +56,7 @@ impl Dispatcher {
         consent: Arc<ConsentPolicy>,
     ) -> Dispatcher {
         let (tx, rx) = mpsc::channel(65_536);
+        let (tx_bulk, rx_bulk) = mpsc::channel(65_536);
         let (stop, _) = watch::channel(false);
         let public_base = cfg.public_base();
         let inner = Arc::new(Inner {
@@ -67,11 +70,12 @@ impl Dispatcher {
             node: format!("n{}", ulid::Ulid::new()),
             claims: AtomicU64::new(0),
             tx,
+            tx_bulk,
             permits: Arc::new(Semaphore::new(cfg.dispatch.concurrency)),
             tenant_names: DashMap::new(),
             stop,
         });
-        tokio::spawn(intake(inner.clone(), rx));
+        tokio::spawn(intake(inner.clone(), rx, rx_bulk));
         tokio::spawn(poll(inner.clone()));
         Dispatcher { inner }
     }
@@ -88,7 +92,8 @@ impl Dispatcher {
     /// Hands a freshly committed message to a worker. If the queue is full the message
     /// stays in the outbox and the poller sends it once the lease runs out.
     pub fn handoff(&self, item: DispatchItem) {
-        if self.inner.tx.try_send((item, 0)).is_err() {
+        let queue = if item.policy.bulk { &self.inner.tx_bulk } else { &self.inner.tx };
+        if queue.try_send((item, 0)).is_err() {
             tracing::warn!("Dispatch queue full; message left to the outbox poller.");
         }
     }
@@ -113,12 +118,18 @@ impl Dispatcher {
     }
 }
 
-async fn intake(inner: Arc<Inner>, mut rx: mpsc::Receiver<(DispatchItem, i64)>) {
+async fn intake(
+    inner: Arc<Inner>,
+    mut rx: mpsc::Receiver<(DispatchItem, i64)>,
+    mut rx_bulk: mpsc::Receiver<(DispatchItem, i64)>,
+) {
     let mut stop = inner.stop.subscribe();
     loop {
         let next = tokio::select! {
-            n = rx.recv() => n,
+            biased;
             _ = stop.wait_for(|s| *s) => None,
+            n = rx.recv() => n,
+            n = rx_bulk.recv() => n,
         };
         let Some((item, tries)) = next else { return };
         let permit = tokio::select! {
@@ -159,7 +170,8 @@ async fn poll(inner: Arc<Inner>) {
             Ok(claimed) => {
                 full = claimed.len() >= 256;
                 for c in claimed {
-                    if inner.tx.send((c.item, c.tries)).await.is_err() {
+                    let queue = if c.item.policy.bulk { &inner.tx_bulk } else { &inner.tx };
+                    if queue.send((c.item, c.tries)).await.is_err() {
                         return;
                     }
                 }
