@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use weft_load::baseline::TrivialServer;
+use weft_load::baseline::{TrivialServer, SERVER_THREAD};
 use weft_load::cli::{AcceptArgs, BaselineArgs, Cli, Command, E2eArgs, LoadArgs, ReportArgs};
 use weft_load::client::Target;
 use weft_load::e2e::{self, Metrics, WaitEnd, WatchSpec};
@@ -137,6 +137,19 @@ fn extend(m: &mut serde_json::Map<String, Value>, v: Value) {
     }
 }
 
+/// `accepted` / `accepted_per_s`: the 202 counts under the names RESULTS.md uses.
+fn alias_accepted(m: &mut serde_json::Map<String, Value>) {
+    if m.get("mode").and_then(Value::as_str) == Some("baseline") {
+        return;
+    }
+    if let Some(v) = m.get("ok").cloned() {
+        m.insert("accepted".into(), v);
+    }
+    if let Some(v) = m.get("ok_per_s").cloned() {
+        m.insert("accepted_per_s".into(), v);
+    }
+}
+
 fn emit(m: serde_json::Map<String, Value>) {
     println!("{}", Value::Object(m));
 }
@@ -151,6 +164,7 @@ async fn baseline(a: BaselineArgs, threads: usize) -> anyhow::Result<()> {
     );
     let sampler = rss::maybe_start(a.load.pid);
     let cpu0 = rss::own_cpu_seconds();
+    let server_cpu0 = rss::own_threads_cpu_seconds(SERVER_THREAD);
     let p = plan(
         &a.load,
         Target::parse(&url)?,
@@ -161,6 +175,10 @@ async fn baseline(a: BaselineArgs, threads: usize) -> anyhow::Result<()> {
         },
     );
     let r = engine::run(p, Arc::new(Progress::default())).await?;
+    let server_cpu = match (server_cpu0, rss::own_threads_cpu_seconds(SERVER_THREAD)) {
+        (Some(a), Some(b)) => Some(round2(b - a)),
+        _ => None,
+    };
     let rss = rss::maybe_finish(sampler).await;
     tokio::task::spawn_blocking(move || server.stop()).await?;
 
@@ -184,12 +202,37 @@ async fn baseline(a: BaselineArgs, threads: usize) -> anyhow::Result<()> {
         rss.as_ref(),
         " (incl. server)",
     );
+    if let (Some(server), Some(total)) =
+        (server_cpu, m.get("generator_cpu_s").and_then(Value::as_f64))
+    {
+        let client = round2((total - server).max(0.0));
+        let per = |cpu: f64| {
+            if reqs > 0 {
+                round2(cpu / reqs as f64 * 1e6)
+            } else {
+                0.0
+            }
+        };
+        m.insert("server_cpu_s".into(), json!(server));
+        m.insert("client_cpu_s".into(), json!(client));
+        m.insert("client_cpu_us_per_request".into(), json!(per(client)));
+        m.insert("server_cpu_us_per_request".into(), json!(per(server)));
+        t.row(
+            "split",
+            format!(
+                "client {client:.2} s ({:.1} µs/request), trivial server {server:.2} s ({:.1} µs/request)",
+                per(client),
+                per(server)
+            ),
+        );
+    }
     t.eprint();
 
     m.insert("server_threads".into(), json!(server_threads));
     m.insert("warmup_s".into(), json!(a.warmup.as_secs_f64()));
     m.insert("duration_s".into(), json!(a.duration.as_secs_f64()));
     extend(&mut m, report::run_json(&r, 202));
+    alias_accepted(&mut m);
     m.insert("rss".into(), json!(rss));
     emit(m);
     Ok(())
@@ -215,7 +258,8 @@ async fn accept(a: AcceptArgs, threads: usize) -> anyhow::Result<()> {
             duration: a.duration,
         },
     );
-    let r = engine::run(p, Arc::new(Progress::default())).await?;
+    let progress = Arc::new(Progress::default());
+    let r = engine::run(p, progress.clone()).await?;
     let rss = rss::maybe_finish(sampler).await;
 
     let mut t = Table::new(format!("accept: {}", a.target.url));
@@ -223,7 +267,8 @@ async fn accept(a: AcceptArgs, threads: usize) -> anyhow::Result<()> {
         .run_rows(&r, 202, "accepted")
         .rss_rows(rss.as_ref());
     let mut m = header("accept", &a.load, &a.target.url, threads);
-    let ok = r.tally.count_of(StatusCode::ACCEPTED);
+    // weft's CPU is sampled over warm-up too, so divide by every 202 including the warm-up's.
+    let ok = progress.ok.load(Ordering::Relaxed);
     let reqs = r.tally.requests() + r.tally.warmup_requests;
     cpu_fields(&mut m, &mut t, cpu0, reqs, ok, rss.as_ref(), "");
     t.eprint();
@@ -231,6 +276,7 @@ async fn accept(a: AcceptArgs, threads: usize) -> anyhow::Result<()> {
     m.insert("warmup_s".into(), json!(a.warmup.as_secs_f64()));
     m.insert("duration_s".into(), json!(a.duration.as_secs_f64()));
     extend(&mut m, report::run_json(&r, 202));
+    alias_accepted(&mut m);
     m.insert("rss".into(), json!(rss));
     emit(m);
     Ok(())
@@ -319,7 +365,7 @@ async fn e2e_run(a: E2eArgs, threads: usize) -> anyhow::Result<()> {
     let delivered_per_s = delivered_window
         .map(|d| per_sec(w.delivered, d))
         .unwrap_or(0.0);
-    let complete = w.end == WaitEnd::Complete && w.delivered >= accepted;
+    let complete = accepted > 0 && w.end == WaitEnd::Complete && w.delivered >= accepted;
 
     let mut t = Table::new(format!("e2e: {}", a.target.url));
     t.row(
@@ -345,6 +391,9 @@ async fn e2e_run(a: E2eArgs, threads: usize) -> anyhow::Result<()> {
             None => "– (nothing delivered)".into(),
         },
     );
+    if let Some(series) = series_row(&w.series) {
+        t.row("delivered over time", series);
+    }
     if !w.status_deltas.is_empty() {
         let s: Vec<String> = w
             .status_deltas
@@ -394,6 +443,7 @@ async fn e2e_run(a: E2eArgs, threads: usize) -> anyhow::Result<()> {
     m.insert("count".into(), json!(a.count));
     m.insert("settled".into(), json!(settled));
     extend(&mut m, report::run_json(&r, 202));
+    alias_accepted(&mut m);
     m.insert("send_phase_s".into(), json!(round2(send_end.as_secs_f64())));
     m.insert("sending_hit_timeout".into(), json!(r.hit_deadline));
     m.insert("delivered".into(), json!(w.delivered));
@@ -417,6 +467,25 @@ async fn e2e_run(a: E2eArgs, threads: usize) -> anyhow::Result<()> {
     m.insert("series".into(), json!(w.series));
     emit(m);
     Ok(())
+}
+
+/// `t:delivered` at whole seconds (at most ~20 points) for the human table.
+fn series_row(series: &[e2e::Point]) -> Option<String> {
+    let last = series.last()?;
+    let secs = last.t.ceil().max(1.0) as usize;
+    let step = secs.div_ceil(20).max(1);
+    let mut out = Vec::new();
+    let mut next = step as f64;
+    for p in series {
+        if p.t >= next {
+            out.push(format!("{:.0}s:{}", p.t.floor(), p.delivered));
+            while next <= p.t {
+                next += step as f64;
+            }
+        }
+    }
+    out.push(format!("{:.2}s:{}", last.t, last.delivered));
+    Some(out.join(" "))
 }
 
 fn report_cmd(a: ReportArgs) -> anyhow::Result<()> {
