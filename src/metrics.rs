@@ -21,6 +21,7 @@ pub const CONNECTION_CIRCUIT_OPEN: &str = "weft_connection_circuit_open";
 pub const ACCEPT_TO_DELIVERED: &str = "weft_accept_to_delivered_seconds";
 pub const BUILD_INFO: &str = "weft_build_info";
 pub const STORE_BATCH_SIZE: &str = "weft_store_batch_size";
+pub const WEBHOOK_EVENTS_PARKED: &str = "weft_webhook_events_parked";
 
 /// Outcome label of `weft_dispatch_attempts_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +96,10 @@ pub fn install() -> PrometheusHandle {
 }
 
 fn describe() {
+    describe_gauge!(
+        WEBHOOK_EVENTS_PARKED,
+        "Provider receipts stored but not matched to a message (not sent by weft, or waiting for the send to be recorded)."
+    );
     describe_counter!(
         HTTP_REQUESTS,
         "HTTP requests by method, route template and status."

@@ -183,6 +183,7 @@ async fn poll(inner: Arc<Inner>) {
             if let Ok(s) = inner.store.outbox_stats(now_ms()).await {
                 ::metrics::gauge!(metrics::OUTBOX_DEPTH).set(s.depth as f64);
                 ::metrics::gauge!(metrics::OUTBOX_OLDEST_AGE).set(s.oldest_age_seconds);
+                ::metrics::gauge!(metrics::WEBHOOK_EVENTS_PARKED).set(s.parked_events as f64);
             }
             if let Ok(any) = inner.store.any_opt_out().await {
                 inner.consent.set_any_opt_out(any);

@@ -30,9 +30,18 @@ impl IdKind {
     }
 }
 
-/// A new id of the given kind.
+/// A new id of the given kind. Ids made by one process strictly increase (a monotonic ULID
+/// generator), so two made in the same millisecond — an inbound message and its auto-reply —
+/// still sort in the order they were made (timelines and cursors order by id).
 pub fn new_id(kind: IdKind) -> String {
-    format!("{}{}", kind.prefix(), ulid::Ulid::new())
+    static GENERATOR: std::sync::Mutex<ulid::Generator> =
+        std::sync::Mutex::new(ulid::Generator::new());
+    let id = match GENERATOR.lock().ok().and_then(|mut g| g.generate().ok()) {
+        Some(id) => id,
+        // A poisoned lock or an exhausted millisecond: a plain random ULID.
+        None => ulid::Ulid::new(),
+    };
+    format!("{}{}", kind.prefix(), id)
 }
 
 /// True when `s` looks like an id of `kind` (prefix and a well-formed ULID).
@@ -54,5 +63,11 @@ mod tests {
         assert!(is_id(IdKind::Message, &a));
         assert!(!is_id(IdKind::Conversation, &a));
         assert!(!is_id(IdKind::Message, "msg_nope"));
+    }
+
+    #[test]
+    fn ids_made_in_one_millisecond_keep_their_order() {
+        let ids: Vec<String> = (0..1000).map(|_| new_id(IdKind::Message)).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]));
     }
 }

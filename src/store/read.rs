@@ -22,6 +22,8 @@ pub struct ListFilter {
 pub struct OutboxStats {
     pub depth: i64,
     pub oldest_age_seconds: f64,
+    /// Receipts kept but not matched to any message.
+    pub parked_events: i64,
 }
 
 const MESSAGE_COLS: &str = "id, conversation_id, direction, channel, to_addr, from_addr, body, subject, template, metadata, callback_url, encoding, segments, status, error_reason, error_code, error_detail, threading, created_at, updated_at";
@@ -273,6 +275,10 @@ impl Store {
             oldest_age_seconds: oldest
                 .map(|o| ((now - o).max(0)) as f64 / 1000.0)
                 .unwrap_or(0.0),
+            parked_events: sqlx::query("SELECT COUNT(*) AS n FROM webhook_events WHERE processed = 0")
+                .fetch_one(self.reader())
+                .await?
+                .try_get("n")?,
         })
     }
 }

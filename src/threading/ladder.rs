@@ -87,6 +87,9 @@ pub async fn ingest(
     let Some(inb) = Inbound::from_event(ev) else {
         return Ok(None);
     };
+    if matches!(ev, InboundEvent::Call(_)) && update_call(conn, connection_id, &inb, now).await? {
+        return Ok(None);
+    }
     let tenant_filter = tenant_id_of(conn, tenant).await?;
 
     let mut hit = explicit(conn, email, &inb, tenant_filter.as_deref()).await?;
@@ -111,6 +114,11 @@ pub async fn ingest(
     if hit.is_none() {
         if let Some(c) = &contact {
             hit = lease(conn, &tenant_id, c, &inb).await?;
+        }
+    }
+    if hit.is_none() {
+        if let Some(c) = &contact {
+            hit = contact_open(conn, &tenant_id, c, &inb).await?;
         }
     }
 
@@ -187,6 +195,42 @@ pub async fn ingest(
     )
     .await?;
     Ok(Some(id))
+}
+
+/// A later event of a call already on a timeline (Twilio's status callbacks of an inbound
+/// call): its status and duration update that entry instead of adding the call again.
+async fn update_call(
+    conn: &mut AnyConnection,
+    connection_id: &str,
+    inb: &Inbound,
+    now: i64,
+) -> Result<bool, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT id, metadata FROM messages WHERE connection_id = $1 AND provider_message_id = $2 AND direction = 'inbound' AND channel = 'voice'",
+    )
+    .bind(connection_id)
+    .bind(&inb.provider_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = row else { return Ok(false) };
+    let id: String = row.try_get("id")?;
+    let mut meta = row
+        .try_get::<Option<String>, _>("metadata")?
+        .and_then(|m| serde_json::from_str::<serde_json::Value>(&m).ok())
+        .filter(serde_json::Value::is_object)
+        .unwrap_or_else(|| serde_json::json!({}));
+    if let (Some(m), Some(new)) = (meta.as_object_mut(), inb.extra.as_object()) {
+        for (k, v) in new.iter().filter(|(_, v)| !v.is_null()) {
+            m.insert(k.clone(), v.clone());
+        }
+    }
+    sqlx::query("UPDATE messages SET metadata = $1, updated_at = $2 WHERE id = $3")
+        .bind(meta.to_string())
+        .bind(now)
+        .bind(&id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(true)
 }
 
 /// STOP/START/HELP: update the consent ledger and answer with the configured auto-reply.
@@ -446,12 +490,14 @@ async fn lease(
     let rows = sqlx::query(
         "SELECT m.conversation_id FROM messages m JOIN conversations c ON c.id = m.conversation_id
          WHERE m.tenant_id = $1 AND m.customer_identity = $2 AND m.business_addr = $3 AND m.direction = 'outbound'
-           AND c.state <> 'closed' AND c.contact_id = $4
+           AND c.state <> 'closed'
+           AND (c.contact_id = $4 OR c.contact_id IN (SELECT cm.merged_id FROM contact_merges cm WHERE cm.survivor_id = $5 AND cm.undone_at IS NULL))
          ORDER BY m.id DESC LIMIT 50",
     )
     .bind(tenant_id)
     .bind(&inb.customer)
     .bind(&inb.business)
+    .bind(contact_id)
     .bind(contact_id)
     .fetch_all(&mut *conn)
     .await?;
@@ -471,6 +517,44 @@ async fn lease(
         decision: Decision {
             rule: Rule::Lease,
             matched_key: Some(format!("{}|{}", inb.customer, inb.business)),
+            ambiguous: candidates.len() > 1,
+            candidates,
+        },
+    }))
+}
+
+/// Rung 4: the contact's conversations that are not closed — its default thread, ones the
+/// app opened explicitly, those of contacts merged into it — most recently active first;
+/// several → the first, `ambiguous`. None open: the caller opens one (rung 5).
+async fn contact_open(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    contact_id: &str,
+    inb: &Inbound,
+) -> Result<Option<Hit>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT id FROM conversations WHERE tenant_id = $1 AND state <> 'closed'
+           AND (contact_id = $2 OR contact_id IN (SELECT cm.merged_id FROM contact_merges cm WHERE cm.survivor_id = $3 AND cm.undone_at IS NULL))
+         ORDER BY last_activity_at DESC, id DESC LIMIT 50",
+    )
+    .bind(tenant_id)
+    .bind(contact_id)
+    .bind(contact_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let candidates = rows
+        .iter()
+        .map(|r| r.try_get::<String, _>("id"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let Some(first) = candidates.first().cloned() else {
+        return Ok(None);
+    };
+    Ok(Some(Hit {
+        tenant_id: tenant_id.to_string(),
+        conversation_id: first,
+        decision: Decision {
+            rule: Rule::Contact,
+            matched_key: Some(inb.customer.clone()),
             ambiguous: candidates.len() > 1,
             candidates,
         },
