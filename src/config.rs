@@ -243,6 +243,7 @@ impl Config {
             "CONFIG",
             "VECTORS_DIR",
             "TEST_DATABASE_URL",
+            "TEST_PG_URL",
             "BIN",
         ]));
         let cfg: Config = fig.extract().map_err(|e| ConfigProblems {

@@ -135,6 +135,17 @@ async fn observe(req: Request, next: Next) -> Response {
         && !is_problem(resp.headers())
     {
         ApiError::TooLarge(0).into_response()
+    } else if resp.status() == axum::http::StatusCode::BAD_REQUEST
+        && resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"text/plain"))
+    {
+        // axum's own rejections (a query string or path that does not parse) are plain text.
+        let text = axum::body::to_bytes(resp.into_body(), 4096)
+            .await
+            .unwrap_or_default();
+        ApiError::BadRequest(String::from_utf8_lossy(&text).into_owned()).into_response()
     } else {
         resp
     };

@@ -34,6 +34,9 @@ pub enum ApiError {
     Validation(Vec<FieldError>),
     #[error("malformed JSON: {0}")]
     MalformedJson(String),
+    /// A query string or path the router could not read (axum's plain-text rejections).
+    #[error("bad request: {0}")]
+    BadRequest(String),
     #[error("missing or invalid API key")]
     Unauthorized,
     #[error("not found")]
@@ -67,6 +70,7 @@ impl ApiError {
             ApiError::MalformedJson(_) => {
                 (StatusCode::BAD_REQUEST, "malformed-json", "Malformed JSON")
             }
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad-request", "Bad request"),
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not-found", "Not found"),
             ApiError::IdempotencyConflict => (

@@ -11,7 +11,7 @@
 //! (a store used without a server) — the cache cannot answer and `enqueue` asks the database.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
@@ -22,6 +22,8 @@ const PIN_FOR: Duration = Duration::from_secs(30);
 struct Cache {
     sources: Mutex<State>,
     live: RwLock<HashSet<String>>,
+    /// Some worker runs and every running worker has loaded its set.
+    ready: AtomicBool,
 }
 
 #[derive(Default)]
@@ -54,17 +56,20 @@ pub fn lookup(tenant_id: &str) -> Answer {
             return Answer::Maybe;
         }
     }
-    match c.sources.lock() {
-        Ok(s) if !s.sources.is_empty() && s.sources.values().all(Option::is_some) => Answer::No,
-        _ => Answer::Maybe,
+    if c.ready.load(Ordering::Acquire) {
+        Answer::No
+    } else {
+        Answer::Maybe
     }
 }
 
 /// Registers a worker; its source counts as "not loaded" until [`SourceGuard::replace`].
 pub fn register() -> SourceGuard {
     let id = NEXT_SOURCE.fetch_add(1, Ordering::Relaxed);
-    if let Ok(mut s) = cache().sources.lock() {
+    let c = cache();
+    if let Ok(mut s) = c.sources.lock() {
         s.sources.insert(id, None);
+        rebuild(c, &mut s);
     }
     SourceGuard { id }
 }
@@ -80,7 +85,7 @@ impl SourceGuard {
         let c = cache();
         let Ok(mut s) = c.sources.lock() else { return };
         s.sources.insert(self.id, Some(tenants));
-        rebuild(&c.live, &mut s);
+        rebuild(c, &mut s);
     }
 }
 
@@ -89,7 +94,7 @@ impl Drop for SourceGuard {
         let c = cache();
         let Ok(mut s) = c.sources.lock() else { return };
         s.sources.remove(&self.id);
-        rebuild(&c.live, &mut s);
+        rebuild(c, &mut s);
     }
 }
 
@@ -113,19 +118,21 @@ pub fn forget(tenant_id: &str) {
     for set in s.sources.values_mut().flatten() {
         set.remove(tenant_id);
     }
-    rebuild(&c.live, &mut s);
+    rebuild(c, &mut s);
 }
 
-fn rebuild(live: &RwLock<HashSet<String>>, s: &mut State) {
+fn rebuild(c: &Cache, s: &mut State) {
     let now = Instant::now();
     s.pinned.retain(|_, until| *until > now);
     let mut all: HashSet<String> = s.pinned.keys().cloned().collect();
     for set in s.sources.values().flatten() {
         all.extend(set.iter().cloned());
     }
-    if let Ok(mut l) = live.write() {
+    if let Ok(mut l) = c.live.write() {
         *l = all;
     }
+    let ready = !s.sources.is_empty() && s.sources.values().all(Option::is_some);
+    c.ready.store(ready, Ordering::Release);
 }
 
 #[cfg(test)]

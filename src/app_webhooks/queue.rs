@@ -133,6 +133,16 @@ pub async fn claim(
         Backend::Postgres => " FOR UPDATE SKIP LOCKED",
         Backend::Sqlite => "",
     };
+    // Most polls find nothing: ask a reader first and leave the writing connection (SQLite
+    // has one, shared with the group-commit writer) alone.
+    let due = sqlx::query("SELECT id FROM app_webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= $1 AND lease_until < $2 LIMIT 1")
+        .bind(now)
+        .bind(now)
+        .fetch_optional(store.reader())
+        .await?;
+    if due.is_none() {
+        return Ok(Vec::new());
+    }
     let mut conn = write_pool(store).acquire().await?;
     let mut tx = conn.begin().await?;
     let sql = format!(
