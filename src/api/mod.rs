@@ -92,7 +92,8 @@ pub fn router(state: AppState, max_body: usize) -> Router {
             "/v1/webhook-endpoints/{id}/deliveries",
             get(webhook_endpoints::deliveries),
         )
-        .layer(DefaultBodyLimit::max(max_body));
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn(move |req: Request, next: Next| refuse_oversize(req, next, max_body)));
     let hooks = Router::new()
         .route(
             "/webhooks/{provider}/{connection_id}/{kind}",
@@ -108,13 +109,13 @@ pub fn router(state: AppState, max_body: usize) -> Router {
         .route("/openapi.json", get(health::openapi))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(middleware::from_fn(observe))
+        .layer(middleware::from_fn(move |req: Request, next: Next| observe(req, next, max_body)))
         .with_state(state)
 }
 
 /// Counts and times every request by route template; turns axum's plain-text rejections
 /// (413 from the body limit, 415, …) into problem+json.
-async fn observe(req: Request, next: Next) -> Response {
+async fn observe(req: Request, next: Next, max_body: usize) -> Response {
     let start = Instant::now();
     let route = req
         .extensions()
@@ -134,7 +135,7 @@ async fn observe(req: Request, next: Next) -> Response {
     let resp = if resp.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE
         && !is_problem(resp.headers())
     {
-        ApiError::TooLarge(0).into_response()
+        ApiError::TooLarge(max_body).into_response()
     } else if resp.status() == axum::http::StatusCode::BAD_REQUEST
         && resp
             .headers()
@@ -154,6 +155,25 @@ async fn observe(req: Request, next: Next) -> Response {
     ::metrics::histogram!(crate::metrics::HTTP_DURATION, "method" => method, "route" => route)
         .record(start.elapsed().as_secs_f64());
     resp
+}
+
+/// A body announced larger than the limit answers 413 at once — after reading (and dropping)
+/// what the client sends, up to a bound, so the client sees the answer instead of a reset
+/// connection.
+async fn refuse_oversize(req: Request, next: Next, max_body: usize) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(n) if n > max_body as u64 => {
+            const DRAIN: usize = 32 * 1024 * 1024;
+            let _ = axum::body::to_bytes(req.into_body(), DRAIN).await;
+            ApiError::TooLarge(max_body).into_response()
+        }
+        _ => next.run(req).await,
+    }
 }
 
 fn is_problem(h: &HeaderMap) -> bool {
