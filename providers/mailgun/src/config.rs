@@ -10,9 +10,10 @@
 //! sender, `Name <addr>` allowed), `test_mode` (bool: `o:testmode=yes`, Mailgun accepts but does
 //! not deliver), `signature_max_age_seconds` (integer, default 900 as in Mailgun's SDK).
 
-use crate::email::{self, Address};
+use crate::email::Address;
 use secrecy::SecretString;
-use weft_provider::{Channel, ConfigError, ConnectionSpec};
+use weft_mailkit::config as mailkit_config;
+use weft_provider::{ConfigError, ConnectionSpec};
 
 /// Mailgun's production API host (EU domains: `https://api.eu.mailgun.net`).
 pub const PRODUCTION_BASE_URL: &str = "https://api.mailgun.net";
@@ -100,20 +101,7 @@ impl MailgunConfig {
                 None
             }
         };
-        let from = match spec.settings.get("from") {
-            None => None,
-            Some(serde_json::Value::String(s)) => {
-                let a = email::parse_mailbox(s);
-                if a.is_none() {
-                    problems.push("settings.from must be an e-mail address".to_string());
-                }
-                a
-            }
-            Some(_) => {
-                problems.push("settings.from must be a string".to_string());
-                None
-            }
-        };
+        let from = mailkit_config::from_setting(spec, &mut problems);
         let test_mode = match spec.settings.get("test_mode") {
             None => false,
             Some(v) => v.as_bool().unwrap_or_else(|| {
@@ -133,11 +121,7 @@ impl MailgunConfig {
                 }
             },
         };
-        for s in &spec.senders {
-            if email::parse_mailbox(s).is_none() {
-                problems.push(format!("senders: {s:?} is not an e-mail address"));
-            }
-        }
+        mailkit_config::check_senders(spec, &mut problems);
         let base_url = match spec.base_url_or(PRODUCTION_BASE_URL) {
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => Some(u),
             Ok(u) => {
@@ -152,11 +136,7 @@ impl MailgunConfig {
                 None
             }
         };
-        for c in &spec.channels {
-            if *c != Channel::Email {
-                problems.push(format!("channels: mailgun does not carry {c} (only email)"));
-            }
-        }
+        mailkit_config::check_email_only(spec, "mailgun", &mut problems);
         if spec.request_timeout.is_zero() {
             problems.push("request_timeout must be more than zero".to_string());
         }
@@ -195,20 +175,19 @@ impl MailgunConfig {
     /// The sender used when a message names none: `settings.from`, else the first sender,
     /// else `postmaster@{domain}`.
     pub fn default_from(&self) -> Address {
-        self.from
-            .clone()
-            .or_else(|| self.senders.iter().find_map(|s| email::parse_mailbox(s)))
-            .unwrap_or_else(|| Address {
+        mailkit_config::default_sender(self.from.as_ref(), &self.senders).unwrap_or_else(|| {
+            Address {
                 name: None,
                 email: format!("postmaster@{}", self.domain),
-            })
+            }
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use weft_provider::ProviderKind;
+    use weft_provider::{Channel, ProviderKind};
 
     fn spec() -> ConnectionSpec {
         let mut s = ConnectionSpec::new("mg", ProviderKind::Mailgun);

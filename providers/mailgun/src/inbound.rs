@@ -10,8 +10,8 @@
 
 use crate::body::Body;
 use crate::email;
-use sha2::{Digest, Sha256};
-use weft_provider::{Channel, EmailHeaders, InboundMessage, Media, ParseError};
+use weft_mailkit::inbound::{self, InboundEmail};
+use weft_provider::{InboundMessage, ParseError};
 
 fn err(detail: impl std::fmt::Display) -> ParseError {
     ParseError::new("mailgun inbound route", detail)
@@ -58,16 +58,6 @@ pub fn parse(body: &Body, raw: &[u8]) -> Result<InboundMessage, ParseError> {
         .and_then(email::mailto)
         .or_else(|| header(body, &list, "To").and_then(|t| email::mailto(&t)))
         .ok_or_else(|| err("no recipient address"))?;
-    let message_id =
-        header(body, &list, "Message-Id").and_then(|v| email::msg_ids(&v).into_iter().next());
-    let in_reply_to =
-        header(body, &list, "In-Reply-To").and_then(|v| email::msg_ids(&v).into_iter().next());
-    let references = header(body, &list, "References")
-        .map(|v| email::msg_ids(&v))
-        .unwrap_or_default();
-    let reply_to = header(body, &list, "Reply-To")
-        .and_then(|v| email::parse_mailbox(&v))
-        .map(|a| a.email);
     let received_at_ms = header(body, &list, "Date")
         .and_then(|d| mailparse::dateparse(&d).ok())
         .or_else(|| {
@@ -75,39 +65,22 @@ pub fn parse(body: &Body, raw: &[u8]) -> Result<InboundMessage, ParseError> {
                 .and_then(|t| t.trim().parse::<i64>().ok())
         })
         .map(|s| s * 1000);
-    let provider_message_id = message_id
-        .clone()
-        .unwrap_or_else(|| format!("sha256:{}", hex::encode(Sha256::digest(raw))));
     let media = parts
         .iter()
         .filter(|p| p.filename.is_some())
-        .map(|p| Media {
-            url: None,
-            provider_media_id: Some(p.filename.clone().unwrap_or_else(|| p.name.clone())),
-            content_type: p.content_type.clone(),
-        })
+        .map(inbound::media)
         .collect();
     let text = |k: &str| body.field(k).map(String::from);
-    Ok(InboundMessage {
-        dedupe_key: format!("{provider_message_id}/{}", to.trim_start_matches("mailto:")),
-        provider_message_id,
-        channel: Channel::Email,
+    Ok(InboundEmail {
         from,
         to,
         body: text("body-plain")
             .or_else(|| text("stripped-text"))
             .or_else(|| text("body-html")),
         subject: text("subject").or_else(|| header(body, &list, "Subject")),
-        email: Some(EmailHeaders {
-            message_id,
-            in_reply_to,
-            references,
-            reply_to,
-        }),
-        reply_to_provider_id: None,
-        forwarded: false,
-        profile_name: None,
+        headers: inbound::threading(|name| header(body, &list, name)),
         media,
         received_at_ms,
-    })
+    }
+    .into_message(raw))
 }

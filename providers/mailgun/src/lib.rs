@@ -17,10 +17,8 @@
 
 pub mod body;
 pub mod config;
-pub mod email;
 pub mod errors;
 pub mod inbound;
-pub mod multipart;
 pub mod request;
 pub mod status_map;
 pub mod verify;
@@ -28,6 +26,9 @@ pub mod webhook;
 
 #[cfg(feature = "simulator")]
 pub mod simulator;
+
+/// The e-mail helpers and form reader, shared with the other e-mail adapter.
+pub use weft_mailkit::{email, multipart};
 
 use async_trait::async_trait;
 use secrecy::ExposeSecret;

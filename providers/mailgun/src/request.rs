@@ -8,7 +8,8 @@
 
 use crate::config::MailgunConfig;
 use crate::email::{self, Address};
-use weft_provider::{Channel, FailureReason, OutboundMessage, SendError, SendReceipt};
+use weft_mailkit::outbound;
+use weft_provider::{OutboundMessage, SendError, SendReceipt};
 
 /// User variable carrying weft's message id.
 pub const VAR_MESSAGE_ID: &str = "weft_message_id";
@@ -32,10 +33,6 @@ impl Prepared {
     }
 }
 
-fn rejected(reason: FailureReason, detail: &str) -> SendError {
-    SendError::permanent(reason, detail)
-}
-
 /// `Name <addr>`, quoting the name when it needs it.
 fn display(a: &Address) -> String {
     match &a.name {
@@ -56,70 +53,23 @@ fn display(a: &Address) -> String {
 
 /// Checks the message and builds the form; refusals happen here, before any request.
 pub fn build(cfg: &MailgunConfig, msg: &OutboundMessage) -> Result<Prepared, SendError> {
-    if msg.channel != Channel::Email {
-        return Err(rejected(
-            FailureReason::NoRoute,
-            "mailgun carries only email",
-        ));
-    }
-    let to = msg.to.trim();
-    if !email::valid_email(to) {
-        return Err(rejected(
-            FailureReason::InvalidAddress,
-            "the recipient is not an e-mail address",
-        ));
-    }
-    let from = match msg.from.as_deref() {
-        Some(f) => email::parse_mailbox(f).ok_or_else(|| {
-            rejected(
-                FailureReason::ProviderRejected,
-                "the sender is not an e-mail address",
-            )
-        })?,
-        None => cfg.default_from(),
-    };
-    let subject = msg
-        .subject
-        .as_deref()
-        .map(str::trim)
-        .filter(|s| !s.is_empty());
-    let template = msg.template.as_ref().filter(|t| !t.name.trim().is_empty());
-    if subject.is_none() && template.is_none() {
-        return Err(rejected(
-            FailureReason::ProviderRejected,
-            "email needs a subject",
-        ));
-    }
-    let text = msg.body.as_deref().filter(|b| !b.is_empty());
-    if text.is_none() && template.is_none() {
-        return Err(rejected(
-            FailureReason::ProviderRejected,
-            "email needs a body or a template",
-        ));
-    }
-    let h = msg.email.clone().unwrap_or_default();
-    let message_id = match h.message_id.as_deref().map(email::strip_brackets) {
-        Some(id) => id.to_string(),
-        None => format!("{}@{}", msg.message_id, cfg.domain),
-    };
-    if !email::valid_msg_id(&message_id) {
-        return Err(rejected(
-            FailureReason::ProviderRejected,
-            "the Message-ID is not of the form local@domain",
-        ));
-    }
-
+    let mail = outbound::draft(
+        "mailgun",
+        msg,
+        || Some(cfg.default_from()),
+        Some(&cfg.domain),
+    )?;
     let mut form: Vec<(String, String)> = Vec::new();
     let mut put = |k: &str, v: String| form.push((k.to_string(), v));
-    put("from", display(&from));
-    put("to", to.to_string());
-    if let Some(s) = subject {
+    put("from", display(&mail.from));
+    put("to", mail.to.to_string());
+    if let Some(s) = mail.subject {
         put("subject", s.to_string());
     }
-    if let Some(t) = text {
+    if let Some(t) = mail.text {
         put("text", t.to_string());
     }
-    if let Some(t) = template {
+    if let Some(t) = mail.template {
         put("template", t.name.trim().to_string());
         if !t.variables.is_empty() {
             put(
@@ -128,40 +78,25 @@ pub fn build(cfg: &MailgunConfig, msg: &OutboundMessage) -> Result<Prepared, Sen
             );
         }
     }
-    put("h:Message-Id", email::bracket(&message_id));
-    if let Some(rt) = h.reply_to.as_deref() {
-        let rt = email::parse_mailbox(rt).ok_or_else(|| {
-            rejected(
-                FailureReason::ProviderRejected,
-                "the Reply-To is not an e-mail address",
-            )
-        })?;
-        put("h:Reply-To", display(&rt));
+    put("h:Message-Id", email::bracket(&mail.message_id));
+    if let Some(rt) = &mail.reply_to {
+        put("h:Reply-To", display(rt));
     }
-    if let Some(irt) = h
-        .in_reply_to
-        .as_deref()
-        .map(email::strip_brackets)
-        .filter(|s| !s.is_empty())
-    {
-        put("h:In-Reply-To", email::bracket(irt));
+    if let Some(irt) = mail.in_reply_to {
+        put("h:In-Reply-To", irt);
     }
-    let refs: Vec<String> = h
-        .references
-        .iter()
-        .map(|r| email::strip_brackets(r))
-        .filter(|r| !r.is_empty())
-        .map(email::bracket)
-        .collect();
-    if !refs.is_empty() {
-        put("h:References", refs.join(" "));
+    if let Some(refs) = mail.references {
+        put("h:References", refs);
     }
     put(&format!("v:{VAR_MESSAGE_ID}"), msg.message_id.clone());
     put(&format!("v:{VAR_ATTEMPT_ID}"), msg.attempt_id.clone());
     if cfg.test_mode {
         put("o:testmode", "yes".to_string());
     }
-    Ok(Prepared { form, message_id })
+    Ok(Prepared {
+        form,
+        message_id: mail.message_id,
+    })
 }
 
 /// A 2xx answer `{"id":"<…>","message":"Queued. Thank you."}`: the id without brackets, as
@@ -185,7 +120,8 @@ pub fn receipt(body: &[u8], message_id: &str) -> SendReceipt {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use weft_provider::{ConnectionSpec, EmailHeaders, ProviderKind, Template};
+    use weft_mailkit::testing::email_message;
+    use weft_provider::{ConnectionSpec, EmailHeaders, FailureReason, ProviderKind, Template};
 
     fn cfg() -> MailgunConfig {
         let mut s = ConnectionSpec::new("mg", ProviderKind::Mailgun);
@@ -203,20 +139,7 @@ mod tests {
     }
 
     fn msg() -> OutboundMessage {
-        OutboundMessage {
-            message_id: "msg_01".into(),
-            attempt_id: "att_01".into(),
-            channel: Channel::Email,
-            to: "ana@example.org".into(),
-            from: None,
-            body: Some("Hello".into()),
-            subject: Some("Hi".into()),
-            template: None,
-            email: None,
-            reply_to_provider_id: None,
-            voice: None,
-            status_callback_url: String::new(),
-        }
+        email_message("msg_01", "att_01", "ana@example.org", "Hi", "Hello")
     }
 
     fn get<'a>(p: &'a Prepared, k: &str) -> Option<&'a str> {

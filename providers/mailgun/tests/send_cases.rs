@@ -4,9 +4,9 @@
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
+use weft_mailkit::testing::{assert_refusals_never_reach, email_message, with_provider_code};
 use weft_provider::{
-    Channel, ConnectionSpec, EmailHeaders, FailureReason, OutboundMessage, Provider, ProviderKind,
-    Template,
+    ConnectionSpec, EmailHeaders, FailureReason, OutboundMessage, Provider, ProviderKind, Template,
 };
 use weft_testkit::{run_send_cases, MockAnswer, RequestMatch, SendCase, SendExpect};
 
@@ -44,18 +44,14 @@ mod base64_like {
 
 fn msg() -> OutboundMessage {
     OutboundMessage {
-        message_id: "msg_01KDX3Z8Q4V9W2N5T7R6P1M0YA".into(),
-        attempt_id: "att_01".into(),
-        channel: Channel::Email,
-        to: "ana@example.org".into(),
-        from: None,
-        body: Some("Your code is 123456.".into()),
-        subject: Some("Your code".into()),
-        template: None,
-        email: None,
-        reply_to_provider_id: None,
-        voice: None,
         status_callback_url: "http://127.0.0.1:1/webhooks/mailgun/mg/status".into(),
+        ..email_message(
+            "msg_01KDX3Z8Q4V9W2N5T7R6P1M0YA",
+            "att_01",
+            "ana@example.org",
+            "Your code",
+            "Your code is 123456.",
+        )
     }
 }
 
@@ -95,22 +91,6 @@ fn cases() -> Vec<SendCase> {
     });
     let mut from_msg = msg();
     from_msg.from = Some("Shop Support <support@shop.example>".into());
-    let code = |e: SendExpect, c: &str| match e {
-        SendExpect::Err {
-            retryable,
-            code,
-            reason,
-            retry_after,
-            ..
-        } => SendExpect::Err {
-            retryable,
-            code,
-            provider_code: Some(c.to_string()),
-            reason,
-            retry_after,
-        },
-        ok => ok,
-    };
     vec![
         SendCase {
             name: "plain mail is queued; the id loses its brackets",
@@ -205,7 +185,7 @@ fn cases() -> Vec<SendCase> {
             message: msg(),
             answer: error(429, "Too many requests").header("Retry-After", "9"),
             request: post(),
-            expect: code(SendExpect::retry("throttled", None).retry_after(Duration::from_secs(9)), "429"),
+            expect: with_provider_code(SendExpect::retry("throttled", None).retry_after(Duration::from_secs(9)), "429"),
         },
         SendCase {
             name: "500 is transient",
@@ -257,26 +237,5 @@ async fn send_cases() {
 async fn refusals_never_reach_mailgun() {
     let server = wiremock::MockServer::start().await;
     let (p, _) = build(url::Url::parse(&server.uri()).unwrap());
-    let mut no_subject = msg();
-    no_subject.subject = None;
-    let e = p.send(&no_subject).await.unwrap_err();
-    assert_eq!(e.detail(), "email needs a subject");
-    assert_eq!(e.reason(), FailureReason::ProviderRejected);
-    let mut voice = msg();
-    voice.channel = Channel::Voice;
-    assert_eq!(
-        p.send(&voice).await.unwrap_err().reason(),
-        FailureReason::NoRoute
-    );
-    let mut bad_to = msg();
-    bad_to.to = "+15550001111".into();
-    assert_eq!(
-        p.send(&bad_to).await.unwrap_err().reason(),
-        FailureReason::InvalidAddress
-    );
-    assert!(server
-        .received_requests()
-        .await
-        .unwrap_or_default()
-        .is_empty());
+    assert_refusals_never_reach(p.as_ref(), &server, &msg()).await;
 }

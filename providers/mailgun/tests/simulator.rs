@@ -2,157 +2,34 @@
 //! Adapter -> simulator round trips; the simulator's signed events and inbound mail pass the
 //! adapter's own `verify` + `parse` in a small stand-in for weft's webhook route.
 
-use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, Uri};
-use axum::routing::post;
-use axum::Router;
 use serde_json::json;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use weft_mailgun::simulator::{Simulator, SimulatorConfig};
-use weft_provider::{
-    Channel, DeliveryStatus, InboundEvent, OutboundMessage, Provider, StatusEvent, WebhookRequest,
-};
+use weft_mailkit::testing::{email_message, words};
+use weft_provider::{DeliveryStatus, InboundEvent, OutboundMessage};
 use weft_simkit::CallbackBehaviour;
 
-/// A stand-in for weft's `/webhooks/mailgun/{connection}/{kind}` route.
-#[derive(Clone)]
-struct Receiver {
-    provider: Arc<dyn Provider>,
-    events: Arc<Mutex<Vec<InboundEvent>>>,
-    rejected: Arc<Mutex<u32>>,
-    base: String,
-}
+type Rig = weft_mailkit::testing::Rig<Simulator>;
 
-async fn hook(
-    State(r): State<Receiver>,
-    Path(kind): Path<String>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> StatusCode {
-    let req = WebhookRequest {
-        method: http::Method::POST,
-        url: format!("{}{}", r.base, uri),
-        kind,
-        headers,
-        body,
-        now_unix: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64,
-    };
-    if r.provider.verify(&req).is_err() {
-        *r.rejected.lock().unwrap() += 1;
-        return StatusCode::UNAUTHORIZED;
-    }
-    match r.provider.parse(&req) {
-        Ok(evs) => {
-            r.events.lock().unwrap().extend(evs);
-            StatusCode::OK
-        }
-        Err(_) => StatusCode::BAD_REQUEST,
-    }
-}
-
-struct Rig {
-    sim: Simulator,
-    provider: Arc<dyn Provider>,
-    rx: Receiver,
-    _server: tokio::task::JoinHandle<()>,
-}
-
-impl Rig {
-    async fn start(cfg: SimulatorConfig) -> Rig {
-        let sim = Simulator::start(cfg).await.unwrap();
-        let mut spec = sim.connection_spec("mg");
-        spec.request_timeout = Duration::from_secs(2);
-        let provider = weft_mailgun::build(&spec).unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let rx = Receiver {
-            provider: provider.clone(),
-            events: Default::default(),
-            rejected: Default::default(),
-            base: base.clone(),
-        };
-        let app = Router::new()
-            .route("/webhooks/mailgun/mg/{kind}", post(hook))
-            .with_state(rx.clone());
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
-        });
-        sim.set_events_url(Some(format!("{base}/webhooks/mailgun/mg/events")));
-        Rig {
-            sim,
-            provider,
-            rx,
-            _server: server,
-        }
-    }
-
-    fn url(&self, kind: &str) -> String {
-        format!("{}/webhooks/mailgun/mg/{kind}", self.rx.base)
-    }
-
-    fn statuses(&self, weft_id: &str) -> Vec<StatusEvent> {
-        self.rx
-            .events
-            .lock()
-            .unwrap()
-            .iter()
-            .filter_map(|e| match e {
-                InboundEvent::Status(s) if s.correlation.message_id.as_deref() == Some(weft_id) => {
-                    Some(s.clone())
-                }
-                _ => None,
-            })
-            .collect()
-    }
-
-    /// Waits (bounded) until `n` statuses for `weft_id` arrived.
-    async fn wait_statuses(&self, weft_id: &str, n: usize) -> Vec<StatusEvent> {
-        for _ in 0..100 {
-            let got = self.statuses(weft_id);
-            if got.len() >= n {
-                return got;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        self.statuses(weft_id)
-    }
+/// A simulator, the adapter pointed at it, and a stand-in for weft's
+/// `/webhooks/mailgun/mg/{kind}` route that the simulator's events go to.
+async fn start(cfg: SimulatorConfig) -> Rig {
+    let sim = Simulator::start(cfg).await.unwrap();
+    let mut spec = sim.connection_spec("mg");
+    spec.request_timeout = Duration::from_secs(2);
+    let provider = weft_mailgun::build(&spec).unwrap();
+    let rig = Rig::start(sim, provider, "/webhooks/mailgun/mg").await;
+    rig.sim.set_events_url(Some(rig.url("events")));
+    rig
 }
 
 fn msg(id: &str, to: &str) -> OutboundMessage {
-    OutboundMessage {
-        message_id: id.into(),
-        attempt_id: format!("att_{id}"),
-        channel: Channel::Email,
-        to: to.into(),
-        from: None,
-        body: Some("Hello from weft".into()),
-        subject: Some("Hello".into()),
-        template: None,
-        email: None,
-        reply_to_provider_id: None,
-        voice: None,
-        status_callback_url: String::new(),
-    }
-}
-
-fn words(evs: &[StatusEvent]) -> Vec<(String, Option<DeliveryStatus>)> {
-    let mut v: Vec<_> = evs
-        .iter()
-        .map(|e| (e.raw_status.clone(), e.status))
-        .collect();
-    v.sort_by_key(|(w, s)| (w.clone(), format!("{s:?}")));
-    v
+    email_message(id, &format!("att_{id}"), to, "Hello", "Hello from weft")
 }
 
 #[tokio::test]
 async fn delivered_round_trip_with_open() {
-    let rig = Rig::start(SimulatorConfig {
+    let rig = start(SimulatorConfig {
         open_events: true,
         ..Default::default()
     })
@@ -182,12 +59,12 @@ async fn delivered_round_trip_with_open() {
         assert_eq!(e.provider_message_id, receipt.provider_ids[0]);
         assert_eq!(e.correlation.attempt_id.as_deref(), Some("att_msg_a"));
     }
-    assert_eq!(*rig.rx.rejected.lock().unwrap(), 0);
+    assert_eq!(rig.rejected(), 0);
 }
 
 #[tokio::test]
 async fn special_recipients_bounce_drop_and_tempfail() {
-    let rig = Rig::start(SimulatorConfig::default()).await;
+    let rig = start(SimulatorConfig::default()).await;
     rig.provider
         .send(&msg("msg_b", "bounce@example.org"))
         .await
@@ -230,7 +107,7 @@ async fn special_recipients_bounce_drop_and_tempfail() {
 
 #[tokio::test]
 async fn forged_and_unsigned_events_are_refused() {
-    let rig = Rig::start(SimulatorConfig::default()).await;
+    let rig = start(SimulatorConfig::default()).await;
     rig.sim.callbacks().set_behaviour(CallbackBehaviour::Forged);
     rig.provider
         .send(&msg("msg_x", "ana@example.org"))
@@ -243,19 +120,13 @@ async fn forged_and_unsigned_events_are_refused() {
         .send(&msg("msg_y", "ana@example.org"))
         .await
         .unwrap();
-    for _ in 0..100 {
-        if *rig.rx.rejected.lock().unwrap() >= 4 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(*rig.rx.rejected.lock().unwrap(), 4);
+    assert_eq!(rig.wait_rejected(4).await, 4);
     assert!(rig.statuses("msg_x").is_empty() && rig.statuses("msg_y").is_empty());
 }
 
 #[tokio::test]
 async fn duplicated_callbacks_pass_verify_and_keep_their_dedupe_keys() {
-    let rig = Rig::start(SimulatorConfig::default()).await;
+    let rig = start(SimulatorConfig::default()).await;
     rig.sim
         .callbacks()
         .set_behaviour(CallbackBehaviour::Duplicate);
@@ -269,12 +140,12 @@ async fn duplicated_callbacks_pass_verify_and_keep_their_dedupe_keys() {
     keys.sort();
     keys.dedup();
     assert_eq!(keys.len(), 2);
-    assert_eq!(*rig.rx.rejected.lock().unwrap(), 0);
+    assert_eq!(rig.rejected(), 0);
 }
 
 #[tokio::test]
 async fn faults_and_auth_classify() {
-    let rig = Rig::start(SimulatorConfig::default()).await;
+    let rig = start(SimulatorConfig::default()).await;
     rig.sim.faults().set_throttle_rate(1.0, 7);
     let e = rig
         .provider
@@ -334,7 +205,7 @@ async fn faults_and_auth_classify() {
 #[tokio::test]
 async fn inbound_reply_threads_in_both_form_shapes() {
     for multipart in [true, false] {
-        let rig = Rig::start(SimulatorConfig {
+        let rig = start(SimulatorConfig {
             inbound_multipart: multipart,
             ..Default::default()
         })
@@ -353,7 +224,7 @@ async fn inbound_reply_threads_in_both_form_shapes() {
             .await
             .unwrap();
         assert_eq!(reply.status, 200, "multipart={multipart}");
-        let events = rig.rx.events.lock().unwrap().clone();
+        let events = rig.events();
         let InboundEvent::Message(m) = &events[0] else {
             panic!("not a message: {events:?}")
         };
@@ -372,7 +243,7 @@ async fn inbound_reply_threads_in_both_form_shapes() {
 
 #[tokio::test]
 async fn the_simulator_validates_like_mailgun() {
-    let rig = Rig::start(SimulatorConfig::default()).await;
+    let rig = start(SimulatorConfig::default()).await;
     let client = reqwest::Client::new();
     let url = format!(
         "{}/v3/{}/messages",

@@ -13,10 +13,11 @@
 //! SendGrid validates but does not deliver), `signature_max_age_seconds` (integer; reject Event
 //! Webhook timestamps older than this; default: no age check, see [`crate::verify`]).
 
-use crate::email::{self, Address};
+use crate::email::Address;
 use p256::ecdsa::VerifyingKey;
 use secrecy::{ExposeSecret, SecretString};
-use weft_provider::{Channel, ConfigError, ConnectionSpec};
+use weft_mailkit::config as mailkit_config;
+use weft_provider::{ConfigError, ConnectionSpec};
 
 /// SendGrid's production API host (EU accounts: `https://api.eu.sendgrid.com`).
 pub const PRODUCTION_BASE_URL: &str = "https://api.sendgrid.com";
@@ -91,20 +92,7 @@ impl SendgridConfig {
                 ));
             }
         }
-        let from = match spec.settings.get("from") {
-            None => None,
-            Some(serde_json::Value::String(s)) => match email::parse_mailbox(s) {
-                Some(a) => Some(a),
-                None => {
-                    problems.push("settings.from must be an e-mail address".to_string());
-                    None
-                }
-            },
-            Some(_) => {
-                problems.push("settings.from must be a string".to_string());
-                None
-            }
-        };
+        let from = mailkit_config::from_setting(spec, &mut problems);
         let sandbox_mode = match spec.settings.get("sandbox_mode") {
             None => false,
             Some(v) => v.as_bool().unwrap_or_else(|| {
@@ -126,11 +114,7 @@ impl SendgridConfig {
                 }
             },
         };
-        for s in &spec.senders {
-            if email::parse_mailbox(s).is_none() {
-                problems.push(format!("senders: {s:?} is not an e-mail address"));
-            }
-        }
+        mailkit_config::check_senders(spec, &mut problems);
 
         let base_url = match spec.base_url_or(PRODUCTION_BASE_URL) {
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => Some(u),
@@ -146,13 +130,7 @@ impl SendgridConfig {
                 None
             }
         };
-        for c in &spec.channels {
-            if *c != Channel::Email {
-                problems.push(format!(
-                    "channels: sendgrid does not carry {c} (only email)"
-                ));
-            }
-        }
+        mailkit_config::check_email_only(spec, "sendgrid", &mut problems);
         if spec.request_timeout.is_zero() {
             problems.push("request_timeout must be more than zero".to_string());
         }
@@ -187,16 +165,14 @@ impl SendgridConfig {
 
     /// The sender used when a message names none: `settings.from`, else the first sender.
     pub fn default_from(&self) -> Option<Address> {
-        self.from
-            .clone()
-            .or_else(|| self.senders.iter().find_map(|s| email::parse_mailbox(s)))
+        mailkit_config::default_sender(self.from.as_ref(), &self.senders)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use weft_provider::ProviderKind;
+    use weft_provider::{Channel, ProviderKind};
 
     const KEY: &str = "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE83T4O/n84iotIvIW4mdBgQ/7dAfSmpqIM8kF9mN1flpVKS3GRqe62gw+2fNNRaINXvVpiglSI8eNEc6wEA3F+g==";
 

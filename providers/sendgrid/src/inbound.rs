@@ -11,8 +11,8 @@
 
 use crate::email;
 use crate::multipart::{self, Part};
-use sha2::{Digest, Sha256};
-use weft_provider::{Channel, EmailHeaders, InboundMessage, Media, ParseError, WebhookRequest};
+use weft_mailkit::inbound::{self, InboundEmail};
+use weft_provider::{InboundMessage, ParseError, WebhookRequest};
 
 fn err(detail: impl std::fmt::Display) -> ParseError {
     ParseError::new("sendgrid inbound parse", detail)
@@ -119,28 +119,10 @@ pub fn parse(req: &WebhookRequest) -> Result<InboundMessage, ParseError> {
         })
         .ok_or_else(|| err("no recipient address"))?;
 
-    let message_id = headers
-        .get("Message-ID")
-        .and_then(|v| email::msg_ids(&v).into_iter().next());
-    let in_reply_to = headers
-        .get("In-Reply-To")
-        .and_then(|v| email::msg_ids(&v).into_iter().next());
-    let references = headers
-        .get("References")
-        .map(|v| email::msg_ids(&v))
-        .unwrap_or_default();
-    let reply_to = headers
-        .get("Reply-To")
-        .and_then(|v| email::parse_mailbox(&v))
-        .map(|a| a.email);
     let received_at_ms = headers
         .get("Date")
         .and_then(|d| mailparse::dateparse(&d).ok())
         .map(|s| s * 1000);
-
-    let provider_message_id = message_id
-        .clone()
-        .unwrap_or_else(|| format!("sha256:{}", hex::encode(Sha256::digest(&req.body))));
     let media = form
         .parts
         .iter()
@@ -148,31 +130,17 @@ pub fn parse(req: &WebhookRequest) -> Result<InboundMessage, ParseError> {
             p.filename.is_some() || p.name.starts_with("attachment") && p.name != "attachment-info"
         })
         .filter(|p| p.name != "attachments")
-        .map(|p| Media {
-            url: None,
-            provider_media_id: Some(p.filename.clone().unwrap_or_else(|| p.name.clone())),
-            content_type: p.content_type.clone(),
-        })
+        .map(inbound::media)
         .collect();
 
-    Ok(InboundMessage {
-        dedupe_key: format!("{provider_message_id}/{}", to.trim_start_matches("mailto:")),
-        provider_message_id,
-        channel: Channel::Email,
+    Ok(InboundEmail {
         from,
         to,
         body: form.get("text").or(raw_text).or_else(|| form.get("html")),
         subject: form.get("subject").or_else(|| headers.get("Subject")),
-        email: Some(EmailHeaders {
-            message_id,
-            in_reply_to,
-            references,
-            reply_to,
-        }),
-        reply_to_provider_id: None,
-        forwarded: false,
-        profile_name: None,
+        headers: inbound::threading(|name| headers.get(name)),
         media,
         received_at_ms,
-    })
+    }
+    .into_message(&req.body))
 }

@@ -9,7 +9,8 @@
 use crate::config::SendgridConfig;
 use crate::email::{self, Address};
 use serde_json::{json, Map, Value};
-use weft_provider::{Channel, FailureReason, OutboundMessage, SendError, SendReceipt};
+use weft_mailkit::outbound;
+use weft_provider::{OutboundMessage, SendError, SendReceipt};
 
 /// `custom_args` key carrying weft's message id.
 pub const ARG_MESSAGE_ID: &str = "weft_message_id";
@@ -25,10 +26,6 @@ pub struct Prepared {
     pub message_id: String,
 }
 
-fn rejected(reason: FailureReason, detail: &str) -> SendError {
-    SendError::permanent(reason, detail)
-}
-
 fn mailbox(a: &Address) -> Value {
     match &a.name {
         Some(n) => json!({"email": a.email, "name": n}),
@@ -38,121 +35,49 @@ fn mailbox(a: &Address) -> Value {
 
 /// Checks the message and builds the body; refusals happen here, before any request.
 pub fn build(cfg: &SendgridConfig, msg: &OutboundMessage) -> Result<Prepared, SendError> {
-    if msg.channel != Channel::Email {
-        return Err(rejected(
-            FailureReason::NoRoute,
-            "sendgrid carries only email",
-        ));
-    }
-    let to = msg.to.trim();
-    if !email::valid_email(to) {
-        return Err(rejected(
-            FailureReason::InvalidAddress,
-            "the recipient is not an e-mail address",
-        ));
-    }
-    let from = match msg.from.as_deref() {
-        Some(f) => email::parse_mailbox(f).ok_or_else(|| {
-            rejected(
-                FailureReason::ProviderRejected,
-                "the sender is not an e-mail address",
-            )
-        })?,
-        None => cfg.default_from().ok_or_else(|| {
-            SendError::config("no sender: set settings.from or a sender for this connection")
-        })?,
-    };
-    let subject = msg
-        .subject
-        .as_deref()
-        .map(str::trim)
-        .filter(|s| !s.is_empty());
-    let template = msg.template.as_ref().filter(|t| !t.name.trim().is_empty());
-    if subject.is_none() && template.is_none() {
-        return Err(rejected(
-            FailureReason::ProviderRejected,
-            "email needs a subject",
-        ));
-    }
-    let text = msg.body.as_deref().filter(|b| !b.is_empty());
-    if text.is_none() && template.is_none() {
-        return Err(rejected(
-            FailureReason::ProviderRejected,
-            "email needs a body or a template",
-        ));
-    }
-
-    let headers_in = msg.email.clone().unwrap_or_default();
-    let message_id = match headers_in.message_id.as_deref().map(email::strip_brackets) {
-        Some(id) => id.to_string(),
-        None => {
-            let domain = from.email.rsplit('@').next().unwrap_or("localhost");
-            format!("{}@{domain}", msg.message_id)
-        }
-    };
-    if !email::valid_msg_id(&message_id) {
-        return Err(rejected(
-            FailureReason::ProviderRejected,
-            "the Message-ID is not of the form local@domain",
-        ));
-    }
+    let mail = outbound::draft("sendgrid", msg, || cfg.default_from(), None)?;
     let mut headers = Map::new();
     headers.insert(
         "Message-ID".into(),
-        Value::String(email::bracket(&message_id)),
+        Value::String(email::bracket(&mail.message_id)),
     );
-    if let Some(irt) = headers_in
-        .in_reply_to
-        .as_deref()
-        .map(email::strip_brackets)
-        .filter(|s| !s.is_empty())
-    {
-        headers.insert("In-Reply-To".into(), Value::String(email::bracket(irt)));
+    if let Some(irt) = mail.in_reply_to {
+        headers.insert("In-Reply-To".into(), Value::String(irt));
     }
-    let refs: Vec<String> = headers_in
-        .references
-        .iter()
-        .map(|r| email::strip_brackets(r))
-        .filter(|r| !r.is_empty())
-        .map(email::bracket)
-        .collect();
-    if !refs.is_empty() {
-        headers.insert("References".into(), Value::String(refs.join(" ")));
+    if let Some(refs) = mail.references {
+        headers.insert("References".into(), Value::String(refs));
     }
 
-    let mut personalization = json!({ "to": [{"email": to}] });
+    let mut personalization = json!({ "to": [{"email": mail.to}] });
     let mut body = json!({
         "personalizations": [],
-        "from": mailbox(&from),
+        "from": mailbox(&mail.from),
         "headers": headers,
         "custom_args": { ARG_MESSAGE_ID: msg.message_id, ARG_ATTEMPT_ID: msg.attempt_id },
     });
-    if let Some(subject) = subject {
+    if let Some(subject) = mail.subject {
         body["subject"] = json!(subject);
     }
-    if let Some(text) = text {
+    if let Some(text) = mail.text {
         body["content"] = json!([{"type": "text/plain", "value": text}]);
     }
-    if let Some(t) = template {
+    if let Some(t) = mail.template {
         body["template_id"] = json!(t.name.trim());
         if !t.variables.is_empty() {
             personalization["dynamic_template_data"] = json!(t.variables);
         }
     }
     body["personalizations"] = json!([personalization]);
-    if let Some(rt) = headers_in.reply_to.as_deref() {
-        let rt = email::parse_mailbox(rt).ok_or_else(|| {
-            rejected(
-                FailureReason::ProviderRejected,
-                "the Reply-To is not an e-mail address",
-            )
-        })?;
-        body["reply_to"] = mailbox(&rt);
+    if let Some(rt) = &mail.reply_to {
+        body["reply_to"] = mailbox(rt);
     }
     if cfg.sandbox_mode {
         body["mail_settings"] = json!({"sandbox_mode": {"enable": true}});
     }
-    Ok(Prepared { body, message_id })
+    Ok(Prepared {
+        body,
+        message_id: mail.message_id,
+    })
 }
 
 /// A 2xx answer: SendGrid's id is the `X-Message-Id` header. The mail is accepted either way,
@@ -179,7 +104,10 @@ pub fn receipt(headers: &http::HeaderMap, message_id: &str) -> SendReceipt {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use weft_provider::{ConnectionSpec, EmailHeaders, ProviderKind, Template};
+    use weft_mailkit::testing::email_message;
+    use weft_provider::{
+        Channel, ConnectionSpec, EmailHeaders, FailureReason, ProviderKind, Template,
+    };
 
     fn cfg() -> SendgridConfig {
         let mut s = ConnectionSpec::new("sg", ProviderKind::Sendgrid);
@@ -194,18 +122,8 @@ mod tests {
 
     fn msg() -> OutboundMessage {
         OutboundMessage {
-            message_id: "msg_01".into(),
-            attempt_id: "att_01".into(),
-            channel: Channel::Email,
-            to: "ana@example.org".into(),
-            from: None,
-            body: Some("Hello".into()),
-            subject: Some("Hi".into()),
-            template: None,
-            email: None,
-            reply_to_provider_id: None,
-            voice: None,
             status_callback_url: "http://127.0.0.1/cb".into(),
+            ..email_message("msg_01", "att_01", "ana@example.org", "Hi", "Hello")
         }
     }
 

@@ -4,9 +4,9 @@
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
+use weft_mailkit::testing::{assert_refusals_never_reach, email_message, with_provider_code};
 use weft_provider::{
-    Channel, ConnectionSpec, EmailHeaders, FailureReason, OutboundMessage, Provider, ProviderKind,
-    Template,
+    ConnectionSpec, EmailHeaders, FailureReason, OutboundMessage, Provider, ProviderKind, Template,
 };
 use weft_testkit::{run_send_cases, MockAnswer, RequestMatch, SendCase, SendExpect};
 
@@ -15,18 +15,14 @@ const PATH: &str = "/v3/mail/send";
 
 fn msg() -> OutboundMessage {
     OutboundMessage {
-        message_id: "msg_01KDX3Z8Q4V9W2N5T7R6P1M0YA".into(),
-        attempt_id: "att_01".into(),
-        channel: Channel::Email,
-        to: "ana@example.org".into(),
-        from: None,
-        body: Some("Your code is 123456.".into()),
-        subject: Some("Your code".into()),
-        template: None,
-        email: None,
-        reply_to_provider_id: None,
-        voice: None,
         status_callback_url: "http://127.0.0.1:1/webhooks/sendgrid/sg/status".into(),
+        ..email_message(
+            "msg_01KDX3Z8Q4V9W2N5T7R6P1M0YA",
+            "att_01",
+            "ana@example.org",
+            "Your code",
+            "Your code is 123456.",
+        )
     }
 }
 
@@ -70,22 +66,6 @@ fn now() -> i64 {
 
 fn cases() -> Vec<SendCase> {
     let rejected = |r| SendExpect::permanent("rejected", r, None);
-    let with_code = |e: SendExpect, c: &str| match e {
-        SendExpect::Err {
-            retryable,
-            code,
-            reason,
-            retry_after,
-            ..
-        } => SendExpect::Err {
-            retryable,
-            code,
-            provider_code: Some(c.to_string()),
-            reason,
-            retry_after,
-        },
-        ok => ok,
-    };
     let mut from_msg = msg();
     from_msg.from = Some("Shop Support <Support@Shop.Example>".into());
     let mut template = msg();
@@ -153,14 +133,14 @@ fn cases() -> Vec<SendCase> {
             message: msg(),
             answer: error(400, "Does not contain a valid address.", Some("personalizations.0.to.0.email")),
             request: post(),
-            expect: with_code(rejected(FailureReason::InvalidAddress), "400"),
+            expect: with_provider_code(rejected(FailureReason::InvalidAddress), "400"),
         },
         SendCase {
             name: "400 on content is rejected",
             message: msg(),
             answer: error(400, "Invalid type. Expected: string", Some("content.0.value")),
             request: post(),
-            expect: with_code(rejected(FailureReason::ProviderRejected), "400"),
+            expect: with_provider_code(rejected(FailureReason::ProviderRejected), "400"),
         },
         SendCase {
             name: "401 is auth",
@@ -181,14 +161,14 @@ fn cases() -> Vec<SendCase> {
             message: msg(),
             answer: error(406, "Not Acceptable", None),
             request: post(),
-            expect: with_code(rejected(FailureReason::ProviderRejected), "406"),
+            expect: with_provider_code(rejected(FailureReason::ProviderRejected), "406"),
         },
         SendCase {
             name: "413 is rejected",
             message: msg(),
             answer: error(413, "Payload Too Large", None),
             request: post(),
-            expect: with_code(rejected(FailureReason::ProviderRejected), "413"),
+            expect: with_provider_code(rejected(FailureReason::ProviderRejected), "413"),
         },
         SendCase {
             name: "429 with a reset already passed waits one second",
@@ -270,23 +250,5 @@ async fn throttle_wait_is_relative_to_now() {
 async fn refusals_never_reach_sendgrid() {
     let server = wiremock::MockServer::start().await;
     let (p, _) = build(url::Url::parse(&server.uri()).unwrap());
-    let mut no_subject = msg();
-    no_subject.subject = None;
-    let e = p.send(&no_subject).await.unwrap_err();
-    assert_eq!(e.detail(), "email needs a subject");
-    assert_eq!(e.reason(), FailureReason::ProviderRejected);
-    let mut sms = msg();
-    sms.channel = Channel::Sms;
-    assert!(p.send(&sms).await.is_err());
-    let mut bad_to = msg();
-    bad_to.to = "+15550001111".into();
-    assert_eq!(
-        p.send(&bad_to).await.unwrap_err().reason(),
-        FailureReason::InvalidAddress
-    );
-    assert!(server
-        .received_requests()
-        .await
-        .unwrap_or_default()
-        .is_empty());
+    assert_refusals_never_reach(p.as_ref(), &server, &msg()).await;
 }

@@ -67,8 +67,8 @@ async fn messages(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let fault = shared.faults.draw();
-    shared.faults.delay(fault).await;
+    let fault = shared.core.faults.draw();
+    shared.core.faults.delay(fault).await;
     match fault {
         Fault::ServerError => {
             return message(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
@@ -145,7 +145,7 @@ async fn messages(
                 .map(|name| (name.to_string(), Value::String(v.clone())))
         })
         .collect();
-    shared.recorder.record(Received {
+    shared.core.recorder.record(Received {
         provider_id: message_id.clone(),
         weft_message_id: vars
             .get(crate::request::VAR_MESSAGE_ID)
@@ -160,12 +160,10 @@ async fn messages(
                 .collect(),
         ),
     });
-    if let Some(url) = shared.events_url() {
+    if let Some(url) = shared.core.events_url() {
         let subject = get(&form, "subject").unwrap_or_default();
         for r in &recipients {
-            let recipient = email::parse_mailbox(r)
-                .map(|a| a.email)
-                .unwrap_or_else(|| r.clone());
+            let recipient = email::bare_address(r);
             let sent = Sent {
                 recipient: &recipient,
                 message_id: &message_id,
@@ -174,6 +172,7 @@ async fn messages(
                 vars: &vars,
             };
             shared
+                .core
                 .callbacks
                 .spawn_sequence(sequence(&shared, &url, &sent));
         }

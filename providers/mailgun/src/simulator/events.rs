@@ -3,6 +3,8 @@
 use super::{Shared, WebhookReply};
 use rand::Rng;
 use serde_json::{json, Map, Value};
+use weft_mailkit::email;
+use weft_mailkit::simulator::{random_chars, rfc2822_now, InboundMail};
 use weft_provider::verify::hmac_sha256_hex;
 use weft_simkit::{CallbackBehaviour, OutgoingCallback};
 
@@ -52,11 +54,10 @@ pub(crate) fn random_hex(n: usize) -> String {
 }
 
 fn random_id(n: usize) -> String {
-    const CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    let mut rng = rand::thread_rng();
-    (0..n)
-        .map(|_| CHARS[rng.gen_range(0..CHARS.len())] as char)
-        .collect()
+    random_chars(
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789",
+        n,
+    )
 }
 
 /// `{timestamp, token, signature}` for a fresh 50-hex-digit token.
@@ -93,7 +94,7 @@ fn signed_call(shared: &Shared, url: &str, event_data: Value) -> OutgoingCallbac
     let mut body = json!({"event-data": event_data});
     if let Some(sig) = spoil(
         signature(shared, now_secs_f64() as i64),
-        shared.callbacks.behaviour(),
+        shared.core.callbacks.behaviour(),
     ) {
         body["signature"] = sig;
     }
@@ -182,34 +183,13 @@ pub(crate) fn sequence(shared: &Shared, url: &str, sent: &Sent<'_>) -> Vec<Outgo
             event_data("delivered", sent),
         ],
     };
-    if EventPlan::for_recipient(sent.recipient) == EventPlan::Delivered && shared.open_events() {
+    if EventPlan::for_recipient(sent.recipient) == EventPlan::Delivered && shared.core.open_events()
+    {
         evs.push(event_data("opened", sent));
     }
     evs.into_iter()
         .map(|ev| signed_call(shared, url, ev))
         .collect()
-}
-
-async fn post(
-    shared: &Shared,
-    url: &str,
-    content_type: &str,
-    body: Vec<u8>,
-    message_id: String,
-) -> Result<WebhookReply, reqwest::Error> {
-    let resp = shared
-        .client
-        .post(url)
-        .header("content-type", content_type)
-        .body(body)
-        .send()
-        .await?;
-    let status = resp.status().as_u16();
-    Ok(WebhookReply {
-        message_id,
-        status,
-        body: resp.text().await.unwrap_or_default(),
-    })
 }
 
 pub(crate) async fn post_event(
@@ -218,17 +198,11 @@ pub(crate) async fn post_event(
     event_data: Value,
 ) -> Result<WebhookReply, reqwest::Error> {
     let call = signed_call(shared, url, event_data);
-    post(shared, url, call.content_type, call.body, String::new()).await
-}
-
-/// An inbound mail to post.
-pub(crate) struct InboundMail<'a> {
-    pub from: &'a str,
-    pub to: &'a str,
-    pub subject: &'a str,
-    pub text: &'a str,
-    pub in_reply_to: Option<&'a str>,
-    pub references: &'a [&'a str],
+    // The signature rides in the body; the callback's headers are not sent on demand.
+    shared
+        .core
+        .post(url, call.content_type, &[], call.body, String::new())
+        .await
 }
 
 /// The signed route fields of a mail, and the Message-Id given to it.
@@ -237,37 +211,24 @@ pub(crate) fn inbound_fields(
     mail: &InboundMail<'_>,
 ) -> (Vec<(String, String)>, String) {
     let message_id = format!("{}@mail.sim.example", random_id(16));
-    let bare = |s: &str| {
-        crate::email::parse_mailbox(s)
-            .map(|a| a.email)
-            .unwrap_or_else(|| s.to_string())
-    };
-    let date = time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc2822)
-        .unwrap_or_default();
     let mut headers: Vec<(String, String)> = vec![
-        ("Date".into(), date),
+        ("Date".into(), rfc2822_now()),
         ("From".into(), mail.from.to_string()),
         ("To".into(), mail.to.to_string()),
         ("Subject".into(), mail.subject.to_string()),
         ("Message-Id".into(), format!("<{message_id}>")),
     ];
-    if let Some(irt) = mail.in_reply_to {
-        headers.push(("In-Reply-To".into(), crate::email::bracket(irt)));
+    if let Some(irt) = mail.in_reply_to_header() {
+        headers.push(("In-Reply-To".into(), irt));
     }
     if !mail.references.is_empty() {
-        let refs: Vec<String> = mail
-            .references
-            .iter()
-            .map(|r| crate::email::bracket(r))
-            .collect();
-        headers.push(("References".into(), refs.join(" ")));
+        headers.push(("References".into(), mail.reference_ids().join(" ")));
     }
     let list: Vec<Value> = headers.iter().map(|(k, v)| json!([k, v])).collect();
     let sig = signature(shared, now_secs_f64() as i64);
     let mut fields: Vec<(String, String)> = vec![
-        ("recipient".into(), bare(mail.to)),
-        ("sender".into(), bare(mail.from)),
+        ("recipient".into(), email::bare_address(mail.to)),
+        ("sender".into(), email::bare_address(mail.from)),
         ("from".into(), mail.from.to_string()),
         ("subject".into(), mail.subject.to_string()),
         ("body-plain".into(), mail.text.to_string()),
@@ -297,20 +258,22 @@ pub(crate) async fn post_inbound(
 ) -> Result<WebhookReply, reqwest::Error> {
     let (fields, message_id) = inbound_fields(shared, mail);
     if shared.cfg.inbound_multipart {
-        let (ct, body) = crate::multipart::encode(&fields, &random_hex(30));
-        post(shared, url, &ct, body, message_id).await
+        let (ct, body) = weft_mailkit::multipart::encode(&fields, &random_hex(30));
+        shared.core.post(url, &ct, &[], body, message_id).await
     } else {
         let mut s = form_urlencoded::Serializer::new(String::new());
         for (k, v) in &fields {
             s.append_pair(k, v);
         }
-        post(
-            shared,
-            url,
-            "application/x-www-form-urlencoded",
-            s.finish().into_bytes(),
-            message_id,
-        )
-        .await
+        shared
+            .core
+            .post(
+                url,
+                "application/x-www-form-urlencoded",
+                &[],
+                s.finish().into_bytes(),
+                message_id,
+            )
+            .await
     }
 }

@@ -123,8 +123,8 @@ fn custom_args(v: &Value) -> Map<String, Value> {
 }
 
 async fn mail_send(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
-    let fault = shared.faults.draw();
-    shared.faults.delay(fault).await;
+    let fault = shared.core.faults.draw();
+    shared.core.faults.delay(fault).await;
     match fault {
         Fault::ServerError => {
             return errors(
@@ -175,7 +175,7 @@ async fn mail_send(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: 
         .and_then(|c| c.iter().find(|c| c["type"] == "text/plain"))
         .and_then(|c| c["value"].as_str())
         .map(String::from);
-    shared.recorder.record(Received {
+    shared.core.recorder.record(Received {
         provider_id: x_message_id.clone(),
         weft_message_id: args
             .get(crate::request::ARG_MESSAGE_ID)
@@ -186,10 +186,10 @@ async fn mail_send(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: 
         body: text,
         raw: v.clone(),
     });
-    if let Some(url) = shared.events_url() {
+    if let Some(url) = shared.core.events_url() {
         for (n, email) in recipients.iter().enumerate() {
             let calls = sequence(&shared, &url, email, &x_message_id, n, &args);
-            shared.callbacks.spawn_sequence(calls);
+            shared.core.callbacks.spawn_sequence(calls);
         }
     }
     let mut resp = StatusCode::ACCEPTED.into_response();

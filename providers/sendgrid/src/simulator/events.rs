@@ -7,6 +7,8 @@ use p256::ecdsa::signature::Signer;
 use p256::ecdsa::Signature;
 use rand::Rng;
 use serde_json::{json, Map, Value};
+use weft_mailkit::email;
+use weft_mailkit::simulator::{random_chars, rfc2822_now, InboundMail};
 use weft_simkit::OutgoingCallback;
 
 /// The events one recipient gets, chosen by its local part.
@@ -49,11 +51,10 @@ pub(crate) fn now_unix() -> i64 {
 
 /// A random id of `n` URL-safe characters, like SendGrid's.
 pub(crate) fn random_id(n: usize) -> String {
-    const CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut rng = rand::thread_rng();
-    (0..n)
-        .map(|_| CHARS[rng.gen_range(0..CHARS.len())] as char)
-        .collect()
+    random_chars(
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_",
+        n,
+    )
 }
 
 /// base64 DER ECDSA over `timestamp + body`; high-S about half the time when configured.
@@ -147,7 +148,7 @@ pub(crate) fn sequence(
     custom_args: &Map<String, Value>,
 ) -> Vec<OutgoingCallback> {
     let names: Vec<&str> = match EventPlan::for_recipient(email) {
-        EventPlan::Delivered if shared.open_events() => vec!["processed", "delivered", "open"],
+        EventPlan::Delivered if shared.core.open_events() => vec!["processed", "delivered", "open"],
         EventPlan::Delivered => vec!["processed", "delivered"],
         EventPlan::Bounce => vec!["processed", "bounce"],
         EventPlan::Dropped => vec!["dropped"],
@@ -171,47 +172,21 @@ pub(crate) async fn post_batch(
     events: Vec<Value>,
 ) -> Result<WebhookReply, reqwest::Error> {
     let call = signed_call(shared, url, &events);
-    let mut req = shared
-        .client
-        .post(url)
-        .header("content-type", call.content_type)
-        .body(call.body);
-    for (k, v) in &call.headers {
-        req = req.header(k.as_str(), v.as_str());
-    }
-    let resp = req.send().await?;
-    let status = resp.status().as_u16();
-    Ok(WebhookReply {
-        message_id: String::new(),
-        status,
-        body: resp.text().await.unwrap_or_default(),
-    })
-}
-
-/// An inbound mail to post.
-pub(crate) struct InboundMail<'a> {
-    pub from: &'a str,
-    pub to: &'a str,
-    pub subject: &'a str,
-    pub text: &'a str,
-    pub in_reply_to: Option<&'a str>,
-    pub references: &'a [&'a str],
-}
-
-fn rfc2822_now() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc2822)
-        .unwrap_or_default()
+    shared
+        .core
+        .post(
+            url,
+            call.content_type,
+            &call.headers,
+            call.body,
+            String::new(),
+        )
+        .await
 }
 
 /// The Inbound Parse fields of a mail; returns them and the Message-ID given to it.
 pub(crate) fn inbound_fields(mail: &InboundMail<'_>) -> (Vec<(String, String)>, String) {
     let message_id = format!("{}@mail.sim.example", random_id(16));
-    let bare = |s: &str| {
-        crate::email::parse_mailbox(s)
-            .map(|a| a.email)
-            .unwrap_or_else(|| s.to_string())
-    };
     let mut headers = format!(
         "Received: by mx.sendgrid.sim with SMTP id {}\r\nDate: {}\r\nFrom: {}\r\nTo: {}\r\nSubject: {}\r\nMessage-ID: <{message_id}>\r\n",
         random_id(10),
@@ -220,20 +195,20 @@ pub(crate) fn inbound_fields(mail: &InboundMail<'_>) -> (Vec<(String, String)>, 
         mail.to,
         mail.subject
     );
-    if let Some(irt) = mail.in_reply_to {
-        headers.push_str(&format!("In-Reply-To: {}\r\n", crate::email::bracket(irt)));
+    if let Some(irt) = mail.in_reply_to_header() {
+        headers.push_str(&format!("In-Reply-To: {irt}\r\n"));
     }
     if !mail.references.is_empty() {
         // Folded, one id per line, as mail clients write long References.
-        let refs: Vec<String> = mail
-            .references
-            .iter()
-            .map(|r| crate::email::bracket(r))
-            .collect();
-        headers.push_str(&format!("References: {}\r\n", refs.join("\r\n ")));
+        let refs = mail.reference_ids().join("\r\n ");
+        headers.push_str(&format!("References: {refs}\r\n"));
     }
     headers.push_str("MIME-Version: 1.0\r\nContent-Type: text/plain; charset=UTF-8\r\n");
-    let envelope = json!({"to": [bare(mail.to)], "from": bare(mail.from)}).to_string();
+    let envelope = json!({
+        "to": [email::bare_address(mail.to)],
+        "from": email::bare_address(mail.from)
+    })
+    .to_string();
     let fields = [
         ("headers", headers),
         ("dkim", "{@mail.sim.example : pass}".to_string()),
@@ -267,7 +242,7 @@ pub(crate) async fn post_inbound(
 ) -> Result<WebhookReply, reqwest::Error> {
     let (fields, message_id) = inbound_fields(mail);
     let (content_type, body) =
-        crate::multipart::encode(&fields, &format!("xYzZY{}", random_id(12)));
+        weft_mailkit::multipart::encode(&fields, &format!("xYzZY{}", random_id(12)));
     let url = match (url::Url::parse(url), &shared.cfg.inbound_secret) {
         (Ok(mut u), Some(secret)) => {
             u.query_pairs_mut()
@@ -276,18 +251,9 @@ pub(crate) async fn post_inbound(
         }
         _ => url.to_string(),
     };
-    let resp = shared
-        .client
-        .post(url)
-        .header("content-type", content_type)
-        .header("User-Agent", "Sendlib/1.0")
-        .body(body)
-        .send()
-        .await?;
-    let status = resp.status().as_u16();
-    Ok(WebhookReply {
-        message_id,
-        status,
-        body: resp.text().await.unwrap_or_default(),
-    })
+    let user_agent = [("User-Agent".to_string(), "Sendlib/1.0".to_string())];
+    shared
+        .core
+        .post(&url, &content_type, &user_agent, body, message_id)
+        .await
 }

@@ -21,12 +21,13 @@ mod events;
 
 use p256::ecdsa::SigningKey;
 use p256::pkcs8::{DecodePrivateKey, EncodePublicKey};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use weft_mailkit::simulator::{InboundMail, SimCore};
 use weft_provider::{Channel, ConnectionSpec, ProviderKind};
 use weft_simkit::{Callbacker, Faults, Recorder, Running};
 
 pub use events::EventPlan;
+pub use weft_mailkit::simulator::WebhookReply;
 
 /// How the simulator is set up.
 #[derive(Debug, Clone)]
@@ -61,35 +62,12 @@ impl Default for SimulatorConfig {
     }
 }
 
-/// What weft answered to a simulated webhook.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WebhookReply {
-    /// The `Message-ID` (no brackets) the simulator gave an inbound mail; empty for events.
-    pub message_id: String,
-    pub status: u16,
-    pub body: String,
-}
-
 /// State shared by the HTTP handlers and the public handle.
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) cfg: SimulatorConfig,
-    pub(crate) faults: Faults,
-    pub(crate) recorder: Recorder,
-    pub(crate) callbacks: Arc<Callbacker>,
+    pub(crate) core: SimCore,
     pub(crate) signing_key: SigningKey,
-    events_url: Mutex<Option<String>>,
-    open_events: AtomicBool,
-    pub(crate) client: reqwest::Client,
-}
-
-impl Shared {
-    pub(crate) fn events_url(&self) -> Option<String> {
-        self.events_url.lock().ok().and_then(|g| g.clone())
-    }
-    pub(crate) fn open_events(&self) -> bool {
-        self.open_events.load(Ordering::Relaxed)
-    }
 }
 
 /// A running simulator; stops when dropped.
@@ -101,24 +79,16 @@ pub struct Simulator {
 impl Simulator {
     /// Starts the server on 127.0.0.1.
     pub async fn start(config: SimulatorConfig) -> std::io::Result<Simulator> {
-        let client = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(15))
-            .build()
-            .map_err(std::io::Error::other)?;
+        let core = SimCore::new(config.events_url.clone(), config.open_events)?;
         let signing_key = match &config.signing_key_pem {
             Some(pem) => SigningKey::from_pkcs8_pem(pem).map_err(std::io::Error::other)?,
             None => SigningKey::random(&mut rand::rngs::OsRng),
         };
         let port = config.port;
         let shared = Arc::new(Shared {
-            events_url: Mutex::new(config.events_url.clone()),
-            open_events: AtomicBool::new(config.open_events),
             cfg: config,
-            faults: Faults::default(),
-            recorder: Recorder::default(),
-            callbacks: Arc::new(Callbacker::default()),
+            core,
             signing_key,
-            client,
         });
         let running = weft_simkit::serve(api::router(shared.clone()), port).await?;
         Ok(Simulator { shared, running })
@@ -130,16 +100,16 @@ impl Simulator {
     }
 
     pub fn faults(&self) -> &Faults {
-        &self.shared.faults
+        &self.shared.core.faults
     }
 
     /// Callback behaviour and delay.
     pub fn callbacks(&self) -> &Arc<Callbacker> {
-        &self.shared.callbacks
+        &self.shared.core.callbacks
     }
 
     pub fn recorder(&self) -> &Recorder {
-        &self.shared.recorder
+        &self.shared.core.recorder
     }
 
     pub fn config(&self) -> &SimulatorConfig {
@@ -157,14 +127,12 @@ impl Simulator {
 
     /// Where events go from now on (`None`: no events).
     pub fn set_events_url(&self, url: Option<String>) {
-        if let Ok(mut g) = self.shared.events_url.lock() {
-            *g = url;
-        }
+        self.shared.core.set_events_url(url);
     }
 
     /// Whether delivered mail also gets an `open` event.
     pub fn set_open_events(&self, on: bool) {
-        self.shared.open_events.store(on, Ordering::Relaxed);
+        self.shared.core.set_open_events(on);
     }
 
     /// A connection spec pointing at this simulator, with its key, public key and secret.
@@ -215,7 +183,7 @@ impl Simulator {
         in_reply_to: Option<&str>,
         references: &[&str],
     ) -> Result<WebhookReply, reqwest::Error> {
-        let mail = events::InboundMail {
+        let mail = InboundMail {
             from,
             to,
             subject,

@@ -51,6 +51,13 @@ pub fn parse_mailbox(s: &str) -> Option<Address> {
     parse_address_list(s).into_iter().next()
 }
 
+/// The bare address of the first mailbox of `s`; `s` itself when it holds none.
+pub fn bare_address(s: &str) -> String {
+    parse_mailbox(s)
+        .map(|a| a.email)
+        .unwrap_or_else(|| s.to_string())
+}
+
 /// `mailto:<lower-case bare address>` for the first mailbox of `s`.
 pub fn mailto(s: &str) -> Option<String> {
     parse_mailbox(s).map(|a| format!("mailto:{}", a.email.to_lowercase()))
@@ -124,6 +131,8 @@ mod tests {
             Some("mailto:bo@example.net")
         );
         assert_eq!(mailto("not an address"), None);
+        assert_eq!(bare_address("Jane <Jane@X.com>"), "Jane@X.com");
+        assert_eq!(bare_address("not an address"), "not an address");
         let list = parse_address_list("A <a@x.org>, b@y.org");
         assert_eq!(list.len(), 2);
         assert_eq!(list[0].name.as_deref(), Some("A"));

@@ -1,5 +1,5 @@
 //! A small `multipart/form-data` reader (RFC 7578) over bytes already in memory, and a writer
-//! for the simulator. Webhook bodies arrive whole, so no streaming parser is needed.
+//! for the simulators. Webhook bodies arrive whole, so no streaming parser is needed.
 
 use memchr::memmem;
 
@@ -111,7 +111,6 @@ pub fn text_fields(parts: &[Part]) -> Vec<(String, String)> {
 }
 
 /// Encodes text fields as `multipart/form-data`; returns `(content type, body)`.
-#[cfg(feature = "simulator")]
 pub fn encode(fields: &[(String, String)], boundary: &str) -> (String, Vec<u8>) {
     let mut out = Vec::new();
     for (k, v) in fields {
@@ -172,7 +171,6 @@ mod tests {
         assert_eq!(parse(b"--XyZ--\r\n", "XyZ"), Ok(vec![]));
     }
 
-    #[cfg(feature = "simulator")]
     #[test]
     fn round_trip() {
         let fields = vec![
