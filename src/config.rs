@@ -68,6 +68,7 @@ pub struct DispatchConfig {
     pub poll_interval_ms: u64,
     pub reconcile_seconds: u64,
     pub request_timeout_seconds: u64,
+    pub whatsapp_window: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -166,6 +166,28 @@ pub(super) async fn process(inner: &Inner, mut item: DispatchItem, _tries: i64) 
         &item.conversation_id,
     );
     let sender_identity = sender.as_deref().map(crate::threading::contacts::normalize);
+    // WhatsApp: free-form messages only inside the 24-hour customer-service window.
+    if inner.cfg.whatsapp_window
+        && item.channel == Channel::Whatsapp
+        && item.template.is_none()
+        && live.spec.provider != weft_provider::ProviderKind::Sandbox
+    {
+        let customer = crate::threading::contacts::normalize(&item.to);
+        match inner.store.whatsapp_window_open(&item.tenant_id, &customer, now_ms()).await {
+            Ok(true) => {}
+            Ok(false) => {
+                live.breaker.release();
+                let detail = "no WhatsApp message from this customer in the last 24 hours: send a template".to_string();
+                let r = give_up(&item, DeliveryStatus::Rejected, FailureReason::WindowClosed, None, detail);
+                return end_without_attempt(inner, &item, r).await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "Window lookup failed; the outbox will retry.");
+                live.breaker.release();
+                return;
+            }
+        }
+    }
     if item.policy.kind.as_deref() != Some("auto_reply") && inner.consent.may_have_opt_outs() {
         let identity = crate::threading::contacts::normalize(&match item.channel {
             Channel::Telegram => format!("telegram:{}", item.to),
@@ -182,6 +204,7 @@ pub(super) async fn process(inner: &Inner, mut item: DispatchItem, _tries: i64) 
             .await
         {
             Ok(true) => {
+                live.breaker.release();
                 let r = give_up(
                     &item,
                     DeliveryStatus::Rejected,
@@ -194,6 +217,7 @@ pub(super) async fn process(inner: &Inner, mut item: DispatchItem, _tries: i64) 
             Ok(false) => {}
             Err(e) => {
                 tracing::warn!(error = %e, "Consent lookup failed; the outbox will retry.");
+                live.breaker.release();
                 return;
             }
         }
@@ -231,10 +255,12 @@ async fn send(
         Ok(Some(seq)) => seq,
         Ok(None) => {
             tracing::debug!("Lease lost before sending; another worker owns the message.");
+            live.breaker.release();
             return;
         }
         Err(e) => {
             tracing::warn!(error = %e, "Could not record the attempt; the outbox will retry.");
+            live.breaker.release();
             return;
         }
     };
@@ -262,7 +288,8 @@ async fn send(
     match &result {
         Ok(_) => live.breaker.success(),
         Err(e) if e.is_retryable() => live.breaker.failure(),
-        Err(_) => {}
+        // A permanent refusal is an answer: the provider is up (this also ends a probe).
+        Err(_) => live.breaker.success(),
     }
     let now = now_ms();
     let result = match result {
@@ -280,6 +307,10 @@ async fn send(
     };
     if let AttemptResult::Retry { detail, .. } = &result {
         tracing::info!(attempt = tries, provider, %detail, "Send failed; will retry.");
+    }
+    if let AttemptResult::Final { reason: "opted_out", .. } = &result {
+        // The ledger is about to learn this opt-out (record_end): the next send must look.
+        inner.consent.set_any_opt_out(true);
     }
     let end = AttemptEnd {
         message_id: item.message_id.clone(),

@@ -232,6 +232,20 @@ impl Store {
         Ok(row.map(|r| r.try_get("address")).transpose()?)
     }
 
+    /// Whether the customer wrote on WhatsApp within the last 24 hours (the window in which
+    /// free-form messages are allowed).
+    pub async fn whatsapp_window_open(&self, tenant_id: &str, customer: &str, now: i64) -> Result<bool, StoreError> {
+        let row = sqlx::query(
+            "SELECT id FROM messages WHERE tenant_id = $1 AND customer_identity = $2 AND direction = 'inbound' AND channel = 'whatsapp' AND created_at > $3 LIMIT 1",
+        )
+        .bind(tenant_id)
+        .bind(customer)
+        .bind(now - 24 * 3600 * 1000)
+        .fetch_optional(self.reader())
+        .await?;
+        Ok(row.is_some())
+    }
+
     /// Whether the consent ledger blocks this send.
     pub async fn opted_out(
         &self,
