@@ -69,6 +69,17 @@ impl Breaker {
         }
     }
 
+    /// Gives back the probe slot `allow` handed out for a send that never reached the
+    /// provider (opted out, lease lost): otherwise the breaker would wait for ever for the
+    /// probe's result.
+    pub fn release(&self) {
+        if let Ok(mut st) = self.state.lock() {
+            if matches!(*st, State::HalfOpen { probing: true }) {
+                *st = State::HalfOpen { probing: false };
+            }
+        }
+    }
+
     pub fn is_open(&self) -> bool {
         self.state
             .lock()
@@ -122,5 +133,21 @@ mod tests {
         assert!(b.allow());
         b.success();
         assert!(b.allow() && !b.is_open());
+    }
+
+    #[test]
+    fn a_released_probe_lets_the_next_send_probe() {
+        let b = Breaker::new("t-release", 1, Duration::from_millis(10));
+        b.failure();
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(b.allow());
+        assert!(!b.allow());
+        b.release();
+        assert!(
+            b.allow(),
+            "the slot of a send that never reached the provider"
+        );
+        b.success();
+        assert!(!b.is_open());
     }
 }

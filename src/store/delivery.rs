@@ -206,7 +206,8 @@ pub async fn claim(
 }
 
 /// Records an attempt as in flight, if this process still holds the lease; returns the
-/// attempt's number.
+/// attempt's number on the current channel (the retry budget). The attempt's `seq` counts
+/// every attempt of the message, across fallback channels.
 pub async fn begin(conn: &mut AnyConnection, j: &AttemptBegin) -> Result<Option<i64>, sqlx::Error> {
     let row = sqlx::query(
         "UPDATE outbox SET lease_until = $1, tries = tries + 1 WHERE message_id = $2 AND lease_token = $3 RETURNING tries",
@@ -219,11 +220,12 @@ pub async fn begin(conn: &mut AnyConnection, j: &AttemptBegin) -> Result<Option<
     let Some(row) = row else { return Ok(None) };
     let seq: i64 = row.try_get("tries")?;
     sqlx::query(
-        "INSERT INTO attempts (id, message_id, seq, channel, provider, connection_id, sender, outcome, started_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 'in_flight', $8)",
+        "INSERT INTO attempts (id, message_id, seq, channel, provider, connection_id, sender, outcome, started_at)
+         VALUES ($1, $2, (SELECT COUNT(*) + 1 FROM attempts WHERE message_id = $3), $4, $5, $6, $7, 'in_flight', $8)",
     )
     .bind(&j.attempt_id)
     .bind(&j.message_id)
-    .bind(seq)
+    .bind(&j.message_id)
     .bind(j.channel.as_str())
     .bind(j.provider)
     .bind(&j.connection_id)

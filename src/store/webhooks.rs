@@ -170,10 +170,14 @@ async fn apply_status(
                 .execute(&mut *conn)
                 .await?;
         }
-        let parts = sqlx::query("SELECT status FROM provider_refs WHERE message_id = $1")
-            .bind(&message_id)
-            .fetch_all(&mut *conn)
-            .await?;
+        // Parts of this attempt only: an earlier channel's (fallback) refs are not parts.
+        let parts = sqlx::query(
+            "SELECT status FROM provider_refs WHERE message_id = $1 AND attempt_id = $2",
+        )
+        .bind(&message_id)
+        .bind(ref_attempt.as_deref())
+        .fetch_all(&mut *conn)
+        .await?;
         if parts.len() > 1 {
             let statuses: Vec<DeliveryStatus> = parts
                 .iter()
