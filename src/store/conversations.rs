@@ -20,6 +20,9 @@ pub struct ConversationView {
     pub contact: Option<serde_json::Value>,
     /// Channels used so far.
     pub channels: Vec<String>,
+    /// The channel the customer was last reached on or wrote from: the channel of the latest
+    /// successful attempt (after a fallback, the channel that worked) or inbound message.
+    pub active_channel: Option<String>,
     pub previous_conversation_id: Option<String>,
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Value>,
@@ -61,6 +64,7 @@ fn view(r: &AnyRow) -> Result<ConversationView, sqlx::Error> {
         contact_id: r.try_get("contact_id")?,
         contact: None,
         channels: Vec::new(),
+        active_channel: None,
         previous_conversation_id: r.try_get("previous_conversation_id")?,
         metadata: json_col(r, "metadata"),
         created_at: rfc3339(r.try_get("created_at")?),
@@ -128,14 +132,27 @@ impl Store {
             return Ok(None);
         };
         let mut v = view(&row)?;
-        let rows = sqlx::query("SELECT DISTINCT channel FROM messages WHERE conversation_id = $1")
-            .bind(id)
-            .fetch_all(self.reader())
-            .await?;
-        v.channels = rows
-            .iter()
-            .filter_map(|r| r.try_get::<String, _>("channel").ok())
-            .collect();
+        let rows = sqlx::query(
+            "SELECT channel FROM messages WHERE conversation_id = $1
+             UNION SELECT a.channel FROM attempts a JOIN messages m ON m.id = a.message_id WHERE m.conversation_id = $2 AND a.outcome = 'queued'",
+        )
+        .bind(id)
+        .bind(id)
+        .fetch_all(self.reader())
+        .await?;
+        v.channels = rows.iter().filter_map(|r| r.try_get::<String, _>("channel").ok()).collect();
+        let active = sqlx::query(
+            "SELECT channel FROM (
+                SELECT channel, created_at AS t FROM messages WHERE conversation_id = $1 AND direction = 'inbound'
+                UNION ALL
+                SELECT a.channel, a.started_at AS t FROM attempts a JOIN messages m ON m.id = a.message_id WHERE m.conversation_id = $2 AND a.outcome = 'queued'
+             ) x ORDER BY t DESC LIMIT 1",
+        )
+        .bind(id)
+        .bind(id)
+        .fetch_optional(self.reader())
+        .await?;
+        v.active_channel = active.map(|r| r.try_get("channel")).transpose()?;
         v.channels.sort();
         if let Some(c) = &v.contact_id {
             v.contact = self

@@ -203,6 +203,14 @@ async fn apply_status(
             now,
         )
         .await?;
+        if let Some(att) = &ref_attempt {
+            sqlx::query("UPDATE attempts SET outcome = 'failed', error_code = $1, error_detail = $2 WHERE id = $3")
+                .bind(&s.error_code)
+                .bind(&detail)
+                .bind(att)
+                .execute(&mut *conn)
+                .await?;
+        }
         return Ok(Some(Vec::new()));
     }
     if effective.is_failure() && s.opted_out {
