@@ -150,6 +150,9 @@ pub async fn get(
     tenant: Tenant,
     Path(id): Path<String>,
 ) -> Result<Json<ContactView>, ApiError> {
+    if !crate::domain::ids::is_id(IdKind::Contact, &id) {
+        return Err(ApiError::NotFound);
+    }
     state
         .store
         .contact(&tenant.id, &id)
@@ -188,6 +191,9 @@ pub async fn add_identity(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<IdentityView>), ApiError> {
+    if !crate::domain::ids::is_id(IdKind::Contact, &id) {
+        return Err(ApiError::NotFound);
+    }
     let req: NewIdentity = parse(&headers, &body)?;
     let addr = normalize("address", &req.address)?;
     let v = outcome(state.store.add_identity(&tenant.id, &id, &addr).await?)?;
@@ -206,6 +212,11 @@ pub async fn patch_identity(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<IdentityView>, ApiError> {
+    if !crate::domain::ids::is_id(IdKind::Contact, &id)
+        || !crate::domain::ids::is_id(IdKind::Identity, &identity_id)
+    {
+        return Err(ApiError::NotFound);
+    }
     let req: PatchIdentity = parse(&headers, &body)?;
     let at = if req.valid_to == "now" {
         now_ms()
@@ -233,6 +244,9 @@ pub async fn merge(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<ContactView>, ApiError> {
+    if !crate::domain::ids::is_id(IdKind::Contact, &id) {
+        return Err(ApiError::NotFound);
+    }
     let req: OtherContact = parse(&headers, &body)?;
     outcome(
         state
@@ -254,6 +268,9 @@ pub async fn unmerge(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<ContactView>, ApiError> {
+    if !crate::domain::ids::is_id(IdKind::Contact, &id) {
+        return Err(ApiError::NotFound);
+    }
     let req: OtherContact = parse(&headers, &body)?;
     outcome(
         state
@@ -273,6 +290,9 @@ pub async fn consent(
     tenant: Tenant,
     Path(id): Path<String>,
 ) -> Result<Json<ListPage<crate::policy::consent::ConsentEntry>>, ApiError> {
+    if !crate::domain::ids::is_id(IdKind::Contact, &id) {
+        return Err(ApiError::NotFound);
+    }
     if state.store.contact(&tenant.id, &id).await?.is_none() {
         return Err(ApiError::NotFound);
     }

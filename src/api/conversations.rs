@@ -91,6 +91,9 @@ pub async fn get(
     tenant: Tenant,
     Path(id): Path<String>,
 ) -> Result<Json<ConversationView>, ApiError> {
+    if !crate::domain::ids::is_id(IdKind::Conversation, &id) {
+        return Err(ApiError::NotFound);
+    }
     state
         .store
         .conversation(&tenant.id, &id)
@@ -143,6 +146,9 @@ pub async fn timeline(
     Path(id): Path<String>,
     Query(p): Query<Page>,
 ) -> Result<Json<ListPage<TimelineEntry>>, ApiError> {
+    if !crate::domain::ids::is_id(IdKind::Conversation, &id) {
+        return Err(ApiError::NotFound);
+    }
     let (data, next_cursor) = state
         .store
         .timeline(
@@ -165,6 +171,9 @@ pub async fn close(
     tenant: Tenant,
     Path(id): Path<String>,
 ) -> Result<Json<ConversationView>, ApiError> {
+    if !crate::domain::ids::is_id(IdKind::Conversation, &id) {
+        return Err(ApiError::NotFound);
+    }
     if !state.store.close_conversation(&tenant.id, &id).await? {
         return Err(ApiError::NotFound);
     }

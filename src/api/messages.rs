@@ -241,7 +241,7 @@ fn validate(req: SendRequest, tenant: &Tenant) -> Result<NewMessage, ApiError> {
 #[utoipa::path(
     post, path = "/v1/messages", tag = "messages",
     request_body = SendRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for 24 h")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for 24 h; 1 to 255 visible ASCII characters", min_length = 1, max_length = 255, pattern = "^[!-~]+$")),
     responses(
         (status = 202, description = "Durably accepted", body = MessageView),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),

@@ -93,7 +93,10 @@ pub fn router(state: AppState, max_body: usize) -> Router {
             get(webhook_endpoints::deliveries),
         )
         .layer(DefaultBodyLimit::max(max_body))
-        .layer(middleware::from_fn(move |req: Request, next: Next| refuse_oversize(req, next, max_body)));
+        .layer(middleware::from_fn(move |req: Request, next: Next| {
+            refuse_oversize(req, next, max_body)
+        }))
+        .layer(middleware::from_fn(refuse_nul_query));
     let hooks = Router::new()
         .route(
             "/webhooks/{provider}/{connection_id}/{kind}",
@@ -109,7 +112,9 @@ pub fn router(state: AppState, max_body: usize) -> Router {
         .route("/openapi.json", get(health::openapi))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(middleware::from_fn(move |req: Request, next: Next| observe(req, next, max_body)))
+        .layer(middleware::from_fn(move |req: Request, next: Next| {
+            observe(req, next, max_body)
+        }))
         .with_state(state)
 }
 
@@ -176,6 +181,51 @@ async fn refuse_oversize(req: Request, next: Next, max_body: usize) -> Response 
     }
 }
 
+/// PostgreSQL text cannot hold NUL: a query string carrying one is refused up front instead of
+/// failing in the store.
+async fn refuse_nul_query(req: Request, next: Next) -> Response {
+    if req
+        .uri()
+        .query()
+        .is_some_and(|q| q.to_ascii_lowercase().contains("%00"))
+    {
+        return ApiError::BadRequest("the query string must not contain NUL (%00)".into())
+            .into_response();
+    }
+    next.run(req).await
+}
+
+/// Where a JSON value holds a NUL character (in a string or a key), as a field path.
+fn nul_at(v: &serde_json::Value, at: &str) -> Option<String> {
+    let here = || {
+        if at.is_empty() {
+            "body".to_string()
+        } else {
+            at.to_string()
+        }
+    };
+    match v {
+        serde_json::Value::String(s) if s.contains('\0') => Some(here()),
+        serde_json::Value::Array(a) => a
+            .iter()
+            .enumerate()
+            .find_map(|(i, x)| nul_at(x, &format!("{at}[{i}]"))),
+        serde_json::Value::Object(o) => o.iter().find_map(|(k, x)| {
+            let path = if at.is_empty() {
+                k.clone()
+            } else {
+                format!("{at}.{k}")
+            };
+            if k.contains('\0') {
+                Some(path)
+            } else {
+                nul_at(x, &path)
+            }
+        }),
+        _ => None,
+    }
+}
+
 fn is_problem(h: &HeaderMap) -> bool {
     h.get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"))
@@ -194,6 +244,12 @@ pub(crate) fn json_body(headers: &HeaderMap, body: &[u8]) -> Result<serde_json::
     if !v.is_object() {
         return Err(ApiError::MalformedJson(
             "the body must be a JSON object".into(),
+        ));
+    }
+    if let Some(field) = nul_at(&v, "") {
+        return Err(ApiError::field(
+            &field,
+            "must not contain NUL (U+0000) characters",
         ));
     }
     Ok(v)

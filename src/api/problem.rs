@@ -172,7 +172,9 @@ impl IntoResponse for ApiError {
         }
         resp.headers_mut().insert(
             header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
+            // The charset keeps clients that guess encodings for non-`application/json`
+            // types (Python requests) from misreading non-ASCII details.
+            HeaderValue::from_static("application/problem+json; charset=utf-8"),
         );
         resp
     }

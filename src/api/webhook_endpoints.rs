@@ -83,7 +83,7 @@ async fn validate(
 #[utoipa::path(
     post, path = "/v1/webhook-endpoints", tag = "webhook-endpoints",
     request_body = CreateEndpoint,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for 24 h")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for 24 h; 1 to 255 visible ASCII characters", min_length = 1, max_length = 255, pattern = "^[!-~]+$")),
     responses(
         (status = 201, description = "Created; `secret` is shown only in this answer", body = EndpointView),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),

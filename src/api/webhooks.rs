@@ -20,7 +20,7 @@ use weft_provider::{InboundEvent, WebhookAck, WebhookRequest};
         ("connection_id" = String, Path),
         ("kind" = String, Path, description = "status, inbound, voice, events, … (per provider)"),
     ),
-    request_body(content = String, description = "The provider's own format, signed", content_type = "application/x-www-form-urlencoded"),
+    request_body(content = Object, description = "The provider's own format (form fields or JSON), signed", content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 200, description = "Stored; the provider's expected answer"),
         (status = 400, description = "Verified but unreadable", body = super::problem::Problem, content_type = "application/problem+json"),

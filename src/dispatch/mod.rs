@@ -92,7 +92,11 @@ impl Dispatcher {
     /// Hands a freshly committed message to a worker. If the queue is full the message
     /// stays in the outbox and the poller sends it once the lease runs out.
     pub fn handoff(&self, item: DispatchItem) {
-        let queue = if item.policy.bulk { &self.inner.tx_bulk } else { &self.inner.tx };
+        let queue = if item.policy.bulk {
+            &self.inner.tx_bulk
+        } else {
+            &self.inner.tx
+        };
         if queue.try_send((item, 0)).is_err() {
             tracing::warn!("Dispatch queue full; message left to the outbox poller.");
         }
@@ -170,7 +174,11 @@ async fn poll(inner: Arc<Inner>) {
             Ok(claimed) => {
                 full = claimed.len() >= 256;
                 for c in claimed {
-                    let queue = if c.item.policy.bulk { &inner.tx_bulk } else { &inner.tx };
+                    let queue = if c.item.policy.bulk {
+                        &inner.tx_bulk
+                    } else {
+                        &inner.tx
+                    };
                     if queue.send((c.item, c.tries)).await.is_err() {
                         return;
                     }

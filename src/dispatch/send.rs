@@ -173,12 +173,24 @@ pub(super) async fn process(inner: &Inner, mut item: DispatchItem, _tries: i64) 
         && live.spec.provider != weft_provider::ProviderKind::Sandbox
     {
         let customer = crate::threading::contacts::normalize(&item.to);
-        match inner.store.whatsapp_window_open(&item.tenant_id, &customer, now_ms()).await {
+        match inner
+            .store
+            .whatsapp_window_open(&item.tenant_id, &customer, now_ms())
+            .await
+        {
             Ok(true) => {}
             Ok(false) => {
                 live.breaker.release();
-                let detail = "no WhatsApp message from this customer in the last 24 hours: send a template".to_string();
-                let r = give_up(&item, DeliveryStatus::Rejected, FailureReason::WindowClosed, None, detail);
+                let detail =
+                    "no WhatsApp message from this customer in the last 24 hours: send a template"
+                        .to_string();
+                let r = give_up(
+                    &item,
+                    DeliveryStatus::Rejected,
+                    FailureReason::WindowClosed,
+                    None,
+                    detail,
+                );
                 return end_without_attempt(inner, &item, r).await;
             }
             Err(e) => {
@@ -308,7 +320,11 @@ async fn send(
     if let AttemptResult::Retry { detail, .. } = &result {
         tracing::info!(attempt = tries, provider, %detail, "Send failed; will retry.");
     }
-    if let AttemptResult::Final { reason: "opted_out", .. } = &result {
+    if let AttemptResult::Final {
+        reason: "opted_out",
+        ..
+    } = &result
+    {
         // The ledger is about to learn this opt-out (record_end): the next send must look.
         inner.consent.set_any_opt_out(true);
     }

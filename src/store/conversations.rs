@@ -140,7 +140,10 @@ impl Store {
         .bind(id)
         .fetch_all(self.reader())
         .await?;
-        v.channels = rows.iter().filter_map(|r| r.try_get::<String, _>("channel").ok()).collect();
+        v.channels = rows
+            .iter()
+            .filter_map(|r| r.try_get::<String, _>("channel").ok())
+            .collect();
         let active = sqlx::query(
             "SELECT channel FROM (
                 SELECT channel, created_at AS t FROM messages WHERE conversation_id = $1 AND direction = 'inbound'

@@ -234,7 +234,12 @@ impl Store {
 
     /// Whether the customer wrote on WhatsApp within the last 24 hours (the window in which
     /// free-form messages are allowed).
-    pub async fn whatsapp_window_open(&self, tenant_id: &str, customer: &str, now: i64) -> Result<bool, StoreError> {
+    pub async fn whatsapp_window_open(
+        &self,
+        tenant_id: &str,
+        customer: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
         let row = sqlx::query(
             "SELECT id FROM messages WHERE tenant_id = $1 AND customer_identity = $2 AND direction = 'inbound' AND channel = 'whatsapp' AND created_at > $3 LIMIT 1",
         )
@@ -289,10 +294,12 @@ impl Store {
             oldest_age_seconds: oldest
                 .map(|o| ((now - o).max(0)) as f64 / 1000.0)
                 .unwrap_or(0.0),
-            parked_events: sqlx::query("SELECT COUNT(*) AS n FROM webhook_events WHERE processed = 0")
-                .fetch_one(self.reader())
-                .await?
-                .try_get("n")?,
+            parked_events: sqlx::query(
+                "SELECT COUNT(*) AS n FROM webhook_events WHERE processed = 0",
+            )
+            .fetch_one(self.reader())
+            .await?
+            .try_get("n")?,
         })
     }
 }

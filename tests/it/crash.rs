@@ -29,8 +29,8 @@ const KILL_AFTER_ACCEPTED: usize = 800;
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The `weft` child process; killed (SIGKILL) when dropped.
-struct Weft {
-    child: Child,
+pub(crate) struct Weft {
+    pub(crate) child: Child,
 }
 
 impl Drop for Weft {
@@ -40,7 +40,7 @@ impl Drop for Weft {
     }
 }
 
-fn weft_cmd(config: &Path) -> Command {
+pub(crate) fn weft_cmd(config: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_weft"));
     cmd.arg("--config").arg(config);
     // The suite's own WEFT_TEST_* variables are not weft configuration.
@@ -53,7 +53,7 @@ fn weft_cmd(config: &Path) -> Command {
 }
 
 /// Runs a CLI command to completion; returns its stdout.
-fn cli(config: &Path, args: &[&str]) -> String {
+pub(crate) fn cli(config: &Path, args: &[&str]) -> String {
     let out = weft_cmd(config)
         .args(args)
         .output()
@@ -68,7 +68,7 @@ fn cli(config: &Path, args: &[&str]) -> String {
     stdout
 }
 
-fn serve(config: &Path, dir: &Path, run: u32) -> Weft {
+pub(crate) fn serve(config: &Path, dir: &Path, run: u32) -> Weft {
     let log = |name: &str| {
         std::fs::File::create(dir.join(format!("{name}-{run}.log"))).expect("log file")
     };
@@ -82,7 +82,7 @@ fn serve(config: &Path, dir: &Path, run: u32) -> Weft {
     Weft { child }
 }
 
-async fn wait_ready(client: &reqwest::Client, base: &str, weft: &mut Weft, dir: &Path) {
+pub(crate) async fn wait_ready(client: &reqwest::Client, base: &str, weft: &mut Weft, dir: &Path) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(Some(status)) = weft.child.try_wait() {
@@ -102,13 +102,17 @@ async fn wait_ready(client: &reqwest::Client, base: &str, weft: &mut Weft, dir: 
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("addr").port()
 }
 
 /// Every message of the tenant by status, following cursors.
-async fn statuses(client: &reqwest::Client, base: &str, key: &str) -> BTreeMap<String, String> {
+pub(crate) async fn statuses(
+    client: &reqwest::Client,
+    base: &str,
+    key: &str,
+) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     let mut cursor: Option<String> = None;
     loop {

@@ -34,10 +34,15 @@ mod helpers;
 
 mod app_webhooks;
 mod auth;
+mod channels;
+mod contract;
 mod crash;
 mod idempotency;
 mod listing;
 mod ops;
+mod policy;
+mod readiness;
+mod replicas;
 mod retry;
 mod send;
 mod threading;
