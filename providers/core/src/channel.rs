@@ -47,7 +47,11 @@ impl FromStr for Channel {
         Channel::ALL
             .into_iter()
             .find(|c| c.as_str() == s)
-            .ok_or_else(|| format!("unknown channel {s:?}; expected one of sms, voice, whatsapp, telegram, email"))
+            .ok_or_else(|| {
+                format!(
+                    "unknown channel {s:?}; expected one of sms, voice, whatsapp, telegram, email"
+                )
+            })
     }
 }
 

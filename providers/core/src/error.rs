@@ -69,7 +69,12 @@ pub struct SendError {
 
 impl SendError {
     fn new(kind: Kind, detail: impl Into<String>) -> Self {
-        SendError { kind, retry_after: None, provider_code: None, detail: detail.into() }
+        SendError {
+            kind,
+            retry_after: None,
+            provider_code: None,
+            detail: detail.into(),
+        }
     }
 
     /// A passing fault (5xx, connection refused, provider internal error): retry with back-off.
@@ -79,7 +84,10 @@ impl SendError {
 
     /// The provider asked us to slow down, optionally saying for how long.
     pub fn throttled(retry_after: Option<Duration>, detail: impl Into<String>) -> Self {
-        SendError { retry_after, ..Self::new(Kind::Throttled, detail) }
+        SendError {
+            retry_after,
+            ..Self::new(Kind::Throttled, detail)
+        }
     }
 
     /// No answer in time. The provider may or may not have the message.
@@ -116,7 +124,11 @@ impl SendError {
     /// The default classification of an HTTP answer by status alone: 408, 425, 429 and 5xx
     /// retry (429 honouring `Retry-After`), 401/403 are auth, any other 4xx is rejected.
     /// Adapters whose provider has its own codes classify those first.
-    pub fn from_http(status: http::StatusCode, headers: &http::HeaderMap, detail: impl Into<String>) -> Self {
+    pub fn from_http(
+        status: http::StatusCode,
+        headers: &http::HeaderMap,
+        detail: impl Into<String>,
+    ) -> Self {
         let detail = detail.into();
         match status.as_u16() {
             429 => Self::throttled(retry_after_header(headers), detail),
@@ -219,7 +231,10 @@ pub struct ParseError {
 
 impl ParseError {
     pub fn new(what: &'static str, detail: impl std::fmt::Display) -> Self {
-        ParseError { what, detail: detail.to_string() }
+        ParseError {
+            what,
+            detail: detail.to_string(),
+        }
     }
 }
 
@@ -244,10 +259,16 @@ mod tests {
         assert!(e.is_retryable());
         assert_eq!(e.retry_after(), Some(Duration::from_secs(7)));
         assert_eq!(e.code(), "throttled");
-        assert!(SendError::from_http(StatusCode::SERVICE_UNAVAILABLE, &HeaderMap::new(), "x").is_retryable());
+        assert!(
+            SendError::from_http(StatusCode::SERVICE_UNAVAILABLE, &HeaderMap::new(), "x")
+                .is_retryable()
+        );
         let e = SendError::from_http(StatusCode::BAD_REQUEST, &HeaderMap::new(), "x");
         assert!(!e.is_retryable());
         assert_eq!(e.reason(), FailureReason::ProviderRejected);
-        assert_eq!(SendError::from_http(StatusCode::UNAUTHORIZED, &HeaderMap::new(), "x").code(), "auth");
+        assert_eq!(
+            SendError::from_http(StatusCode::UNAUTHORIZED, &HeaderMap::new(), "x").code(),
+            "auth"
+        );
     }
 }

@@ -67,6 +67,10 @@ pub struct SendReceipt {
 
 impl SendReceipt {
     pub fn queued(provider_ids: Vec<String>) -> Self {
-        SendReceipt { provider_ids, status: DeliveryStatus::Queued, segments: None }
+        SendReceipt {
+            provider_ids,
+            status: DeliveryStatus::Queued,
+            segments: None,
+        }
     }
 }

@@ -100,11 +100,17 @@ impl ConnectionSpec {
         if missing.is_empty() {
             Ok(())
         } else {
-            Err(ConfigError { connection: self.id.clone(), problems: missing })
+            Err(ConfigError {
+                connection: self.id.clone(),
+                problems: missing,
+            })
         }
     }
 
     pub fn problem(&self, p: impl Into<String>) -> ConfigError {
-        ConfigError { connection: self.id.clone(), problems: vec![p.into()] }
+        ConfigError {
+            connection: self.id.clone(),
+            problems: vec![p.into()],
+        }
     }
 }

@@ -154,9 +154,18 @@ mod tests {
 
     #[test]
     fn parts_combine_to_the_slowest_or_the_failure() {
-        assert_eq!(DeliveryStatus::combine_parts(&[Delivered, Sent]), Some(Sent));
-        assert_eq!(DeliveryStatus::combine_parts(&[Delivered, Delivered]), Some(Delivered));
-        assert_eq!(DeliveryStatus::combine_parts(&[Delivered, Failed]), Some(Failed));
+        assert_eq!(
+            DeliveryStatus::combine_parts(&[Delivered, Sent]),
+            Some(Sent)
+        );
+        assert_eq!(
+            DeliveryStatus::combine_parts(&[Delivered, Delivered]),
+            Some(Delivered)
+        );
+        assert_eq!(
+            DeliveryStatus::combine_parts(&[Delivered, Failed]),
+            Some(Failed)
+        );
         assert_eq!(DeliveryStatus::combine_parts(&[]), None);
     }
 

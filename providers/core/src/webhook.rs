@@ -39,7 +39,10 @@ impl WebhookRequest {
 
     /// The first value of a query parameter.
     pub fn query(&self, name: &str) -> Option<String> {
-        self.query_pairs().into_iter().find(|(k, _)| k == name).map(|(_, v)| v)
+        self.query_pairs()
+            .into_iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v)
     }
 }
 
@@ -54,14 +57,26 @@ pub struct WebhookAck {
 impl WebhookAck {
     /// `200` with no body.
     pub fn empty_ok() -> Self {
-        WebhookAck { status: StatusCode::OK, content_type: None, body: Bytes::new() }
+        WebhookAck {
+            status: StatusCode::OK,
+            content_type: None,
+            body: Bytes::new(),
+        }
     }
 
     pub fn xml(body: impl Into<Bytes>) -> Self {
-        WebhookAck { status: StatusCode::OK, content_type: Some("text/xml"), body: body.into() }
+        WebhookAck {
+            status: StatusCode::OK,
+            content_type: Some("text/xml"),
+            body: body.into(),
+        }
     }
 
     pub fn text(body: impl Into<Bytes>) -> Self {
-        WebhookAck { status: StatusCode::OK, content_type: Some("text/plain"), body: body.into() }
+        WebhookAck {
+            status: StatusCode::OK,
+            content_type: Some("text/plain"),
+            body: body.into(),
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! Sends status callbacks and inbound messages to weft, as the provider would: signed, with
 //! retries while weft is unreachable, and optionally misbehaving.
 
-use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 use std::time::Duration;
 
 /// How callbacks misbehave; settable at run time.
@@ -138,7 +138,11 @@ impl Callbacker {
         let attempts = self.max_attempts.load(Ordering::Relaxed);
         let mut backoff = Duration::from_millis(250);
         for attempt in 1..=attempts {
-            let mut req = self.client.post(&call.url).header("content-type", call.content_type).body(call.body.clone());
+            let mut req = self
+                .client
+                .post(&call.url)
+                .header("content-type", call.content_type)
+                .body(call.body.clone());
             for (k, v) in &call.headers {
                 req = req.header(k.as_str(), v.as_str());
             }
@@ -168,7 +172,9 @@ impl Callbacker {
 }
 
 fn spoil(mut call: OutgoingCallback, behaviour: CallbackBehaviour) -> OutgoingCallback {
-    let Some(name) = call.signature_header.clone() else { return call };
+    let Some(name) = call.signature_header.clone() else {
+        return call;
+    };
     match behaviour {
         CallbackBehaviour::Unsigned => call.headers.retain(|(k, _)| !k.eq_ignore_ascii_case(&name)),
         CallbackBehaviour::Forged => {

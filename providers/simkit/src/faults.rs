@@ -35,7 +35,8 @@ fn ppm(rate: f64) -> u32 {
 
 impl Faults {
     pub fn set_latency(&self, d: Duration) {
-        self.latency_ms.store(d.as_millis() as u64, Ordering::Relaxed);
+        self.latency_ms
+            .store(d.as_millis() as u64, Ordering::Relaxed);
     }
     pub fn latency(&self) -> Duration {
         Duration::from_millis(self.latency_ms.load(Ordering::Relaxed))
@@ -85,7 +86,11 @@ impl Faults {
 
     /// Sleeps the configured latency, or "forever" (120 s) for a timeout.
     pub async fn delay(&self, fault: Fault) {
-        let d = if fault == Fault::Timeout { Duration::from_secs(120) } else { self.latency() };
+        let d = if fault == Fault::Timeout {
+            Duration::from_secs(120)
+        } else {
+            self.latency()
+        };
         if !d.is_zero() {
             tokio::time::sleep(d).await;
         }

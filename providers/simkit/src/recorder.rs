@@ -49,15 +49,25 @@ impl Recorder {
 
     /// How many times each weft message id was accepted.
     pub fn per_message(&self) -> HashMap<String, u32> {
-        self.inner.lock().map(|g| g.per_message.clone()).unwrap_or_default()
+        self.inner
+            .lock()
+            .map(|g| g.per_message.clone())
+            .unwrap_or_default()
     }
 
     /// Distinct weft message ids accepted more than once.
     pub fn duplicates(&self) -> Vec<String> {
-        self.per_message().into_iter().filter(|(_, n)| *n > 1).map(|(k, _)| k).collect()
+        self.per_message()
+            .into_iter()
+            .filter(|(_, n)| *n > 1)
+            .map(|(k, _)| k)
+            .collect()
     }
 
     pub fn find_by_message(&self, weft_message_id: &str) -> Vec<Received> {
-        self.all().into_iter().filter(|r| r.weft_message_id.as_deref() == Some(weft_message_id)).collect()
+        self.all()
+            .into_iter()
+            .filter(|r| r.weft_message_id.as_deref() == Some(weft_message_id))
+            .collect()
     }
 }

@@ -26,9 +26,9 @@ pub use webhook::{request, run_webhook_cases, WebhookCase, WebhookExpect};
 pub fn json_contains(actual: &serde_json::Value, expected: &serde_json::Value) -> bool {
     use serde_json::Value;
     match (actual, expected) {
-        (Value::Object(a), Value::Object(e)) => {
-            e.iter().all(|(k, ev)| a.get(k).is_some_and(|av| json_contains(av, ev)))
-        }
+        (Value::Object(a), Value::Object(e)) => e
+            .iter()
+            .all(|(k, ev)| a.get(k).is_some_and(|av| json_contains(av, ev))),
         (Value::Array(a), Value::Array(e)) => {
             a.len() == e.len() && a.iter().zip(e).all(|(av, ev)| json_contains(av, ev))
         }
@@ -43,7 +43,10 @@ mod tests {
 
     #[test]
     fn subset_matching() {
-        assert!(json_contains(&json!({"a": 1, "b": {"c": 2, "d": 3}}), &json!({"b": {"c": 2}})));
+        assert!(json_contains(
+            &json!({"a": 1, "b": {"c": 2, "d": 3}}),
+            &json!({"b": {"c": 2}})
+        ));
         assert!(!json_contains(&json!({"a": 1}), &json!({"a": 2})));
         assert!(!json_contains(&json!({"a": 1}), &json!({"z": 1})));
         assert!(!json_contains(&json!([1, 2]), &json!([1])));

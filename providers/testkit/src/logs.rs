@@ -27,8 +27,14 @@ impl LogCapture {
     pub fn assert_no_secrets(&self, case: &str, secrets: &[String], extra: &str) {
         let text = self.text();
         for s in secrets.iter().filter(|s| s.len() >= 4) {
-            assert!(!text.contains(s.as_str()), "{case}: a secret appears in the adapter's logs");
-            assert!(!extra.contains(s.as_str()), "{case}: a secret appears in the adapter's output");
+            assert!(
+                !text.contains(s.as_str()),
+                "{case}: a secret appears in the adapter's logs"
+            );
+            assert!(
+                !extra.contains(s.as_str()),
+                "{case}: a secret appears in the adapter's output"
+            );
         }
     }
 }

@@ -26,7 +26,12 @@ impl MockAnswer {
     }
 
     pub fn text(status: u16, body: impl Into<String>) -> Self {
-        MockAnswer { status, headers: Vec::new(), body: body.into(), delay: None }
+        MockAnswer {
+            status,
+            headers: Vec::new(),
+            body: body.into(),
+            delay: None,
+        }
     }
 
     pub fn header(mut self, name: &str, value: &str) -> Self {
@@ -58,7 +63,11 @@ pub struct RequestMatch {
 
 impl RequestMatch {
     pub fn post(path: impl Into<String>) -> Self {
-        RequestMatch { method: "POST", path: path.into(), ..Default::default() }
+        RequestMatch {
+            method: "POST",
+            path: path.into(),
+            ..Default::default()
+        }
     }
 
     pub fn form(mut self, name: &str, value: &str) -> Self {
@@ -85,7 +94,8 @@ impl RequestMatch {
             out.push(format!("path {} != {}", req.url.path(), self.path));
         }
         if !self.form.is_empty() {
-            let pairs: Vec<(String, String)> = form_urlencoded::parse(&req.body).into_owned().collect();
+            let pairs: Vec<(String, String)> =
+                form_urlencoded::parse(&req.body).into_owned().collect();
             for (k, v) in &self.form {
                 if !pairs.iter().any(|(pk, pv)| pk == k && pv == v) {
                     out.push(format!("form field {k}={v:?} missing (got {pairs:?})"));
@@ -112,7 +122,10 @@ impl RequestMatch {
 /// The expected outcome of a send.
 #[derive(Debug, Clone)]
 pub enum SendExpect {
-    Ok { provider_ids: Vec<String>, status: DeliveryStatus },
+    Ok {
+        provider_ids: Vec<String>,
+        status: DeliveryStatus,
+    },
     Err {
         retryable: bool,
         /// [`weft_provider::SendError::code`].
@@ -127,15 +140,34 @@ pub enum SendExpect {
 
 impl SendExpect {
     pub fn ok(ids: &[&str]) -> Self {
-        SendExpect::Ok { provider_ids: ids.iter().map(|s| s.to_string()).collect(), status: DeliveryStatus::Queued }
+        SendExpect::Ok {
+            provider_ids: ids.iter().map(|s| s.to_string()).collect(),
+            status: DeliveryStatus::Queued,
+        }
     }
 
     pub fn retry(code: &'static str, provider_code: Option<&str>) -> Self {
-        SendExpect::Err { retryable: true, code, provider_code: provider_code.map(String::from), reason: None, retry_after: None }
+        SendExpect::Err {
+            retryable: true,
+            code,
+            provider_code: provider_code.map(String::from),
+            reason: None,
+            retry_after: None,
+        }
     }
 
-    pub fn permanent(code: &'static str, reason: FailureReason, provider_code: Option<&str>) -> Self {
-        SendExpect::Err { retryable: false, code, provider_code: provider_code.map(String::from), reason: Some(reason), retry_after: None }
+    pub fn permanent(
+        code: &'static str,
+        reason: FailureReason,
+        provider_code: Option<&str>,
+    ) -> Self {
+        SendExpect::Err {
+            retryable: false,
+            code,
+            provider_code: provider_code.map(String::from),
+            reason: Some(reason),
+            retry_after: None,
+        }
     }
 
     pub fn retry_after(mut self, d: Duration) -> Self {
@@ -178,14 +210,19 @@ where
             matches!(base.host_str(), Some("127.0.0.1") | Some("localhost")),
             "mock must be on localhost"
         );
-        let mut resp = ResponseTemplate::new(case.answer.status).set_body_string(case.answer.body.clone());
+        let mut resp =
+            ResponseTemplate::new(case.answer.status).set_body_string(case.answer.body.clone());
         for (k, v) in &case.answer.headers {
             resp = resp.insert_header(k.as_str(), v.as_str());
         }
         if let Some(d) = case.answer.delay {
             resp = resp.set_delay(d);
         }
-        Mock::given(Matches(case.request.clone())).respond_with(resp).expect(1).mount(&server).await;
+        Mock::given(Matches(case.request.clone()))
+            .respond_with(resp)
+            .expect(1)
+            .mount(&server)
+            .await;
 
         let (provider, secrets) = build(base);
         let logs = LogCapture::default();
@@ -194,21 +231,48 @@ where
             provider.send(&case.message).await
         };
         let received = server.received_requests().await.unwrap_or_default();
-        let why: Vec<String> = received.iter().flat_map(|r| case.request.problems(r)).collect();
+        let why: Vec<String> = received
+            .iter()
+            .flat_map(|r| case.request.problems(r))
+            .collect();
         let name = case.name;
-        assert_eq!(received.len(), 1, "{name}: expected exactly one provider request, got {}; {why:?}", received.len());
+        assert_eq!(
+            received.len(),
+            1,
+            "{name}: expected exactly one provider request, got {}; {why:?}",
+            received.len()
+        );
         assert!(why.is_empty(), "{name}: request did not match: {why:?}");
         logs.assert_no_secrets(name, &secrets, &format!("{result:?}"));
 
         match (&case.expect, &result) {
-            (SendExpect::Ok { provider_ids, status }, Ok(r)) => {
+            (
+                SendExpect::Ok {
+                    provider_ids,
+                    status,
+                },
+                Ok(r),
+            ) => {
                 assert_eq!(&r.provider_ids, provider_ids, "{name}: provider ids");
                 assert_eq!(&r.status, status, "{name}: status");
             }
-            (SendExpect::Err { retryable, code, provider_code, reason, retry_after }, Err(e)) => {
+            (
+                SendExpect::Err {
+                    retryable,
+                    code,
+                    provider_code,
+                    reason,
+                    retry_after,
+                },
+                Err(e),
+            ) => {
                 assert_eq!(e.is_retryable(), *retryable, "{name}: retryable ({e})");
                 assert_eq!(e.code(), *code, "{name}: code ({e})");
-                assert_eq!(e.provider_code(), provider_code.as_deref(), "{name}: provider code ({e})");
+                assert_eq!(
+                    e.provider_code(),
+                    provider_code.as_deref(),
+                    "{name}: provider code ({e})"
+                );
                 if let Some(r) = reason {
                     assert_eq!(e.reason(), *r, "{name}: reason ({e})");
                 }

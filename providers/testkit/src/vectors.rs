@@ -56,6 +56,12 @@ pub fn check_all(file: &str, accepts: impl Fn(&serde_json::Value) -> bool) {
             failures.push(format!("{} (valid = {want})", case["name"]));
         }
     }
-    assert!(valid > 0 && invalid > 0, "{file}: expected both valid and invalid cases");
-    assert!(failures.is_empty(), "{file}: wrong verdict for {failures:?}");
+    assert!(
+        valid > 0 && invalid > 0,
+        "{file}: expected both valid and invalid cases"
+    );
+    assert!(
+        failures.is_empty(),
+        "{file}: wrong verdict for {failures:?}"
+    );
 }

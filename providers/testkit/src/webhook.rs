@@ -57,11 +57,17 @@ pub fn run_webhook_cases(provider: &dyn Provider, cases: &[WebhookCase]) {
         let verified = provider.verify(&case.request);
         match &case.expect {
             WebhookExpect::Rejected => {
-                assert!(verified.is_err(), "{name}: a forged or unsigned webhook was accepted");
+                assert!(
+                    verified.is_err(),
+                    "{name}: a forged or unsigned webhook was accepted"
+                );
             }
             WebhookExpect::Unparseable => {
                 assert!(verified.is_ok(), "{name}: verify failed: {verified:?}");
-                assert!(provider.parse(&case.request).is_err(), "{name}: expected a parse error");
+                assert!(
+                    provider.parse(&case.request).is_err(),
+                    "{name}: expected a parse error"
+                );
             }
             WebhookExpect::Events(want) => {
                 assert!(verified.is_ok(), "{name}: verify failed: {verified:?}");
@@ -69,7 +75,10 @@ pub fn run_webhook_cases(provider: &dyn Provider, cases: &[WebhookCase]) {
                     .parse(&case.request)
                     .unwrap_or_else(|e| panic!("{name}: parse failed: {e}"));
                 let got = serde_json::to_value(&events).unwrap();
-                assert!(json_contains(&got, want), "{name}: events\n  {got}\ndo not contain\n  {want}");
+                assert!(
+                    json_contains(&got, want),
+                    "{name}: events\n  {got}\ndo not contain\n  {want}"
+                );
             }
         }
     }
