@@ -6,6 +6,7 @@ use tracing_subscriber::{fmt, EnvFilter};
 
 /// Installs the global subscriber (once; later calls are ignored).
 pub fn init(cfg: &LogConfig) {
+    REDACT.store(cfg.redact, std::sync::atomic::Ordering::Relaxed);
     let filter = EnvFilter::try_new(&cfg.level).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = if cfg.format == "json" {
@@ -19,8 +20,18 @@ pub fn init(cfg: &LogConfig) {
     };
 }
 
-/// Masks a phone number or address for logs: `+4477•••••123`, `j•••@example.com`.
+static REDACT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Masks a phone number or address for logs (`+4477•••••123`, `j•••@example.com`) unless
+/// `log.redact = false`.
 pub fn redact(value: &str) -> String {
+    if !REDACT.load(std::sync::atomic::Ordering::Relaxed) {
+        return value.to_string();
+    }
+    mask(value)
+}
+
+fn mask(value: &str) -> String {
     if let Some((local, domain)) = value.split_once('@') {
         let first: String = local.chars().take(1).collect();
         return format!("{first}•••@{domain}");
@@ -40,8 +51,8 @@ mod tests {
 
     #[test]
     fn redaction_hides_the_middle() {
-        assert_eq!(redact("+447700900123"), "+4477•••••123");
-        assert_eq!(redact("jo@example.com"), "j•••@example.com");
-        assert_eq!(redact("123"), "•••");
+        assert_eq!(mask("+447700900123"), "+4477•••••123");
+        assert_eq!(mask("jo@example.com"), "j•••@example.com");
+        assert_eq!(mask("123"), "•••");
     }
 }

@@ -318,7 +318,7 @@ async fn send(
         Err(e) => classify(&inner.cfg, &item, &e, tries, now),
     };
     if let AttemptResult::Retry { detail, .. } = &result {
-        tracing::info!(attempt = tries, provider, %detail, "Send failed; will retry.");
+        tracing::info!(attempt = tries, provider, to = %crate::telemetry::redact(&item.to), %detail, "Send failed; will retry.");
     }
     if let AttemptResult::Final {
         reason: "opted_out",
