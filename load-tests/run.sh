@@ -7,7 +7,8 @@
 # exit. Only 127.0.0.1 is ever contacted.
 #
 # Knobs (environment):
-#   DBS="sqlite postgres"  PROVIDERS="sandbox twilio"  MODES="e2e accept"
+#   DBS="sqlite postgres"  PROVIDERS="sandbox twilio"  MODES="e2e accept" (also: inbound)
+#   INBOUND_SENDERS=1000  INBOUND_WITH_SENDS= (send-worker concurrency during `inbound`; empty: none)
 #   CONCURRENCY=64  DURATION=20s  WARMUP=2s  BASELINE_DURATION=10s  COUNT=50000  TIMEOUT=300s
 #   PORT=18080  SIM_PORT=19000  SIM_CONTROL_PORT=19001  RATE_LIMIT=100000
 #   PG_HOST=127.0.0.1  PG_PORT=5432  PG_USER=postgres  PG_ADMIN_DB=test
@@ -36,6 +37,8 @@ PG_PORT=${PG_PORT:-5432}
 PG_USER=${PG_USER:-postgres}
 PG_ADMIN_DB=${PG_ADMIN_DB:-test}
 STEP_TIMEOUT=${STEP_TIMEOUT:-900}
+INBOUND_SENDERS=${INBOUND_SENDERS:-1000}
+INBOUND_WITH_SENDS=${INBOUND_WITH_SENDS:-}
 SKIP_BUILD=${SKIP_BUILD:-0}
 KEEP=${KEEP:-0}
 LOG_LEVEL=${LOG_LEVEL:-warn}
@@ -214,7 +217,25 @@ EOF
           >>"$RESULTS" 2>"$OUT/$db-$provider.accept.err" || log "[$label] accept exited non-zero"
         cat "$OUT/$db-$provider.accept.err" >&2
         ;;
-      *) die "unknown mode $mode (e2e or accept)" ;;
+      inbound)
+        # Signed Twilio inbound-SMS webhooks; the signature covers public_url (= the URL posted to).
+        if [[ $provider != twilio ]]; then
+          log "[$label] inbound: skipped (Twilio provider only)"
+          continue
+        fi
+        local with_sends=()
+        [[ -n $INBOUND_WITH_SENDS ]] && with_sends=(--with-sends "$INBOUND_WITH_SENDS")
+        log "[$label] inbound: $WARMUP + $DURATION at concurrency $CONCURRENCY, $INBOUND_SENDERS senders${INBOUND_WITH_SENDS:+, with $INBOUND_WITH_SENDS send workers}"
+        WEFT_API_KEY=$key WEFT_TWILIO_AUTH_TOKEN=$SIM_TOKEN bounded "$LOAD" inbound \
+          --url "http://127.0.0.1:$PORT" --public-url "http://127.0.0.1:$PORT" \
+          --connection twilio-load --account-sid "$SIM_SID" --to +15005550006 \
+          --senders "$INBOUND_SENDERS" "${with_sends[@]+"${with_sends[@]}"}" \
+          --concurrency "$CONCURRENCY" --duration "$DURATION" --warmup "$WARMUP" \
+          --pid "$weft_pid" --label "$label${INBOUND_WITH_SENDS:+ +sends}" \
+          >>"$RESULTS" 2>"$OUT/$db-$provider.inbound.err" || log "[$label] inbound exited non-zero"
+        cat "$OUT/$db-$provider.inbound.err" >&2
+        ;;
+      *) die "unknown mode $mode (e2e, accept or inbound)" ;;
     esac
     kill -0 "$weft_pid" 2>/dev/null || die "weft died during $mode (see $OUT/$db-$provider.weft.log)"
   done

@@ -24,6 +24,9 @@ pub enum Command {
     Accept(AcceptArgs),
     /// Send N messages as fast as possible, then wait until /metrics says all are delivered.
     E2e(E2eArgs),
+    /// POST signed Twilio inbound-SMS webhooks for a fixed time (optionally while sends run)
+    /// and measure inbound messages threaded per second (200 answers) and latency.
+    Inbound(InboundArgs),
     /// Turn saved JSON summary lines into a markdown table for RESULTS.md.
     Report(ReportArgs),
 }
@@ -121,6 +124,52 @@ pub struct E2eArgs {
     /// accepted message (lost and duplicated sends).
     #[arg(long)]
     pub sim_control: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct InboundArgs {
+    /// weft's base URL (http only); webhooks go to {url}/webhooks/twilio/{connection}/inbound.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// weft's `public_url`, which the signature covers (default: --url).
+    #[arg(long)]
+    pub public_url: Option<String>,
+    /// The Twilio connection id in weft's config.
+    #[arg(long, default_value = "twilio-load")]
+    pub connection: String,
+    /// `AccountSid` of every webhook (the connection's account SID).
+    #[arg(long)]
+    pub account_sid: String,
+    /// The connection's auth token, to sign with.
+    #[arg(long, env = "WEFT_TWILIO_AUTH_TOKEN", hide_env_values = true)]
+    pub auth_token: String,
+    /// `To`: the business number (one of the connection's senders).
+    #[arg(long, default_value = "+15005550006")]
+    pub to: String,
+    /// `From` numbers are this prefix followed by `n % senders`, 11 digits in all.
+    #[arg(long, default_value = "+12025", value_parser = parse_to_prefix)]
+    pub from_prefix: String,
+    /// Distinct customer numbers, used in turn: the first round opens conversations, later
+    /// rounds land on existing ones.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub senders: u64,
+    /// Also run this many `POST /v1/messages` workers (as `accept`) at the same time, so
+    /// replies arrive while sends run. Needs --api-key / WEFT_API_KEY.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub with_sends: Option<u32>,
+    /// A tenant API key for --with-sends.
+    #[arg(long, env = "WEFT_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Inbound workers (--concurrency), RSS sampling and the rest; --to-prefix and --channel
+    /// apply to --with-sends.
+    #[command(flatten)]
+    pub load: LoadArgs,
+    /// Measured time (after warm-up).
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Unmeasured time first.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub warmup: Duration,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -283,6 +332,48 @@ mod tests {
         assert_eq!(e.count, 2000);
         assert_eq!(e.timeout, Duration::from_secs(60));
         assert_eq!(e.sim_control.as_deref(), Some("http://127.0.0.1:19001"));
+    }
+
+    #[test]
+    fn inbound_options() {
+        let cli = parse(&[
+            "inbound",
+            "--url",
+            "http://127.0.0.1:18080",
+            "--account-sid",
+            "ACx",
+            "--auth-token",
+            "tok",
+            "--senders",
+            "50",
+            "--with-sends",
+            "16",
+            "--api-key",
+            "k",
+            "--concurrency",
+            "8",
+        ])
+        .expect("inbound");
+        let Command::Inbound(i) = cli.command else {
+            panic!("expected inbound")
+        };
+        assert_eq!(i.connection, "twilio-load");
+        assert_eq!(i.to, "+15005550006");
+        assert_eq!(i.from_prefix, "+12025");
+        assert_eq!(i.senders, 50);
+        assert_eq!(i.with_sends, Some(16));
+        assert_eq!(i.load.concurrency, 8);
+        assert_eq!(i.public_url, None);
+        assert!(parse(&[
+            "inbound",
+            "--account-sid",
+            "A",
+            "--auth-token",
+            "t",
+            "--senders",
+            "0"
+        ])
+        .is_err());
     }
 
     #[test]

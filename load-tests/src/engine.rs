@@ -6,6 +6,7 @@
 //! so measuring costs no shared state but two relaxed atomics.
 
 use crate::client::{Conn, Target};
+use crate::inbound::{InboundSpec, SIGNATURE};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use http::{header, HeaderValue, Method, Request, StatusCode};
@@ -53,6 +54,17 @@ pub struct Plan {
     pub expect: StatusCode,
     /// Keep the `id` of every successful answer (e2e: to ask the simulator about them).
     pub collect_ids: bool,
+    /// What each request is.
+    pub payload: Payload,
+}
+
+/// What the workers send.
+#[derive(Debug, Clone)]
+pub enum Payload {
+    /// `POST /v1/messages` (JSON, bearer key).
+    Send,
+    /// A signed Twilio inbound-SMS webhook (form body, `X-Twilio-Signature`).
+    TwilioInbound(Arc<InboundSpec>),
 }
 
 /// Live counters others may read while the run goes on.
@@ -209,7 +221,10 @@ pub async fn run(plan: Plan, progress: Arc<Progress>) -> anyhow::Result<RunResul
         Stop::Count { deadline, .. } => (start, start + deadline),
     };
     let shared = Arc::new(Shared {
-        path: plan.target.path("/v1/messages"),
+        path: match &plan.payload {
+            Payload::Send => plan.target.path("/v1/messages"),
+            Payload::TwilioInbound(spec) => plan.target.path(&spec.path),
+        },
         plan,
         host,
         auth,
@@ -280,12 +295,23 @@ async fn worker(s: Arc<Shared>) -> Tally {
                 break;
             }
         }
-        let body = message_body(&s.plan.to_prefix, &s.plan.channel, n);
         let mut builder = Request::builder()
             .method(Method::POST)
             .uri(s.path.as_str())
-            .header(header::HOST, s.host.clone())
-            .header(header::CONTENT_TYPE, "application/json");
+            .header(header::HOST, s.host.clone());
+        let body = match &s.plan.payload {
+            Payload::Send => {
+                builder = builder.header(header::CONTENT_TYPE, "application/json");
+                message_body(&s.plan.to_prefix, &s.plan.channel, n)
+            }
+            Payload::TwilioInbound(spec) => {
+                let signed = spec.request(n);
+                builder = builder
+                    .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                    .header(SIGNATURE, signed.signature);
+                signed.body
+            }
+        };
         if let Some(a) = &s.auth {
             builder = builder.header(header::AUTHORIZATION, a.clone());
         }

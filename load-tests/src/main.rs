@@ -8,10 +8,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use weft_load::baseline::{TrivialServer, SERVER_THREAD};
-use weft_load::cli::{AcceptArgs, BaselineArgs, Cli, Command, E2eArgs, LoadArgs, ReportArgs};
+use weft_load::cli::{
+    AcceptArgs, BaselineArgs, Cli, Command, E2eArgs, InboundArgs, LoadArgs, ReportArgs,
+};
 use weft_load::client::Target;
 use weft_load::e2e::{self, Metrics, WaitEnd, WatchSpec};
-use weft_load::engine::{self, Plan, Progress, Stop};
+use weft_load::engine::{self, Payload, Plan, Progress, Stop};
+use weft_load::inbound::{self, InboundSpec};
 use weft_load::report::{self, per_sec, round2, Table};
 use weft_load::rss;
 
@@ -27,6 +30,7 @@ fn main() -> std::process::ExitCode {
         Command::Baseline(a) => a.load.threads,
         Command::Accept(a) => a.load.threads,
         Command::E2e(a) => a.load.threads,
+        Command::Inbound(a) => a.load.threads,
         Command::Report(_) => Some(1),
     }
     .map(|t| t as usize)
@@ -47,6 +51,7 @@ fn main() -> std::process::ExitCode {
             Command::Baseline(a) => baseline(a, threads).await,
             Command::Accept(a) => accept(a, threads).await,
             Command::E2e(a) => e2e_run(a, threads).await,
+            Command::Inbound(a) => inbound_run(a, threads).await,
             Command::Report(a) => report_cmd(a),
         }
     });
@@ -70,6 +75,7 @@ fn plan(load: &LoadArgs, target: Target, api_key: Option<String>, stop: Stop) ->
         channel: load.channel.clone(),
         expect: StatusCode::ACCEPTED,
         collect_ids: false,
+        payload: Payload::Send,
     }
 }
 
@@ -277,6 +283,125 @@ async fn accept(a: AcceptArgs, threads: usize) -> anyhow::Result<()> {
     m.insert("duration_s".into(), json!(a.duration.as_secs_f64()));
     extend(&mut m, report::run_json(&r, 202));
     alias_accepted(&mut m);
+    m.insert("rss".into(), json!(rss));
+    emit(m);
+    Ok(())
+}
+
+async fn inbound_run(a: InboundArgs, threads: usize) -> anyhow::Result<()> {
+    let target = Target::parse(&a.url)?;
+    let public = a
+        .public_url
+        .as_deref()
+        .unwrap_or(&a.url)
+        .trim_end_matches('/');
+    let path = inbound::webhook_path(&a.connection);
+    let spec = InboundSpec {
+        signed_url: format!("{public}{path}"),
+        path,
+        account_sid: a.account_sid.clone(),
+        auth_token: a.auth_token.clone(),
+        to: a.to.clone(),
+        from_prefix: a.from_prefix.clone(),
+        senders: a.senders,
+        run_id: inbound::new_run_id(),
+    };
+    let stop = Stop::Time {
+        warmup: a.warmup,
+        duration: a.duration,
+    };
+    let send_plan = match a.with_sends {
+        Some(c) => {
+            let key = a
+                .api_key
+                .clone()
+                .context("--with-sends needs --api-key (or WEFT_API_KEY)")?;
+            let mut load = a.load.clone();
+            load.concurrency = c;
+            Some(plan(&load, target.clone(), Some(key), stop))
+        }
+        None => None,
+    };
+    eprintln!(
+        "inbound: {} workers, {threads} threads, POST {}{} signed for {}, {} senders, {:?} warm-up + {:?}{}",
+        a.load.concurrency,
+        a.url.trim_end_matches('/'),
+        spec.path,
+        spec.signed_url,
+        a.senders,
+        a.warmup,
+        a.duration,
+        match a.with_sends {
+            Some(c) => format!("; with {c} send workers on /v1/messages"),
+            None => String::new(),
+        }
+    );
+    let mut p = plan(&a.load, target, None, stop);
+    p.expect = StatusCode::OK;
+    p.payload = Payload::TwilioInbound(Arc::new(spec));
+
+    let sampler = rss::maybe_start(a.load.pid);
+    let cpu0 = rss::own_cpu_seconds();
+    let progress = Arc::new(Progress::default());
+    let send_progress = Arc::new(Progress::default());
+    let sends = send_plan.map(|sp| tokio::spawn(engine::run(sp, send_progress.clone())));
+    let r = engine::run(p, progress.clone()).await?;
+    let s = match sends {
+        Some(h) => Some(h.await.context("the send workers died")??),
+        None => None,
+    };
+    let rss = rss::maybe_finish(sampler).await;
+
+    let mut t = Table::new(format!("inbound: {}", a.url));
+    t.row("concurrency", a.load.concurrency.to_string())
+        .row("senders", a.senders.to_string())
+        .run_rows(&r, 200, "threaded");
+    if let Some(s) = &s {
+        t.row(
+            "with sends",
+            format!("{} workers on /v1/messages", a.with_sends.unwrap_or(0)),
+        );
+        let sl = report::latency(&s.tally.hist);
+        t.row(
+            "sends accepted (202)",
+            format!(
+                "{} ({:.0}/s), other {}; latency ms p50 {:.3} p99 {:.3}",
+                s.tally.count_of(StatusCode::ACCEPTED),
+                per_sec(s.tally.count_of(StatusCode::ACCEPTED), s.elapsed),
+                s.tally.requests() - s.tally.count_of(StatusCode::ACCEPTED),
+                sl.p50_ms,
+                sl.p99_ms
+            ),
+        );
+        if let Some(e) = s.tally.first_error.as_ref() {
+            t.row("sends: first error body", e.clone());
+        }
+    }
+    t.rss_rows(rss.as_ref());
+    let mut m = header("inbound", &a.load, &a.url, threads);
+    let ok = progress.ok.load(Ordering::Relaxed) + send_progress.ok.load(Ordering::Relaxed);
+    let mut reqs = r.tally.requests() + r.tally.warmup_requests;
+    if let Some(s) = &s {
+        reqs += s.tally.requests() + s.tally.warmup_requests;
+    }
+    cpu_fields(&mut m, &mut t, cpu0, reqs, ok, rss.as_ref(), "");
+    t.eprint();
+
+    m.insert("warmup_s".into(), json!(a.warmup.as_secs_f64()));
+    m.insert("duration_s".into(), json!(a.duration.as_secs_f64()));
+    m.insert("senders".into(), json!(a.senders));
+    m.insert("connection".into(), json!(a.connection));
+    extend(&mut m, report::run_json(&r, 200));
+    if let Some(v) = m.get("ok").cloned() {
+        m.insert("threaded".into(), v);
+    }
+    if let Some(v) = m.get("ok_per_s").cloned() {
+        m.insert("threaded_per_s".into(), v);
+    }
+    if let Some(s) = &s {
+        m.insert("with_sends".into(), json!(a.with_sends));
+        m.insert("sends".into(), report::run_json(s, 202));
+    }
     m.insert("rss".into(), json!(rss));
     emit(m);
     Ok(())
