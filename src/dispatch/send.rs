@@ -234,13 +234,54 @@ pub(super) async fn process(inner: &Inner, mut item: DispatchItem, _tries: i64) 
             }
         }
     }
-    if let Some(l) = &live.limiter {
-        l.until_ready().await;
-    }
-    if let (Some(l), Some(s)) = (&live.sender_limiter, &sender) {
-        l.until_key_ready(s).await;
+    // A throttled connection must not hold a send slot while it waits, or a backlog on it
+    // would take every slot and stall every other connection: a short wait is slept, a
+    // longer one puts the message back in the outbox until the limiter has room.
+    let mut naps = 0;
+    loop {
+        let wait = throttle_wait(&live, sender.as_deref());
+        if wait.is_zero() {
+            break;
+        }
+        naps += 1;
+        if wait > MAX_THROTTLE_SLEEP || naps > 5 {
+            live.breaker.release();
+            let r = AttemptResult::Retry {
+                retry_at: now_ms() + i64::try_from(wait.as_millis()).unwrap_or(1000),
+                outcome: "throttled",
+                code: None,
+                detail: "connection rate limit".into(),
+            };
+            return end_without_attempt(inner, &item, r).await;
+        }
+        tokio::time::sleep(wait).await;
     }
     send(inner, item, live, sender, sender_identity).await;
+}
+
+/// Longest rate-limit wait a worker sleeps through while holding a send slot.
+const MAX_THROTTLE_SLEEP: Duration = Duration::from_millis(20);
+
+/// How long until the connection's (and the sender's) rate limit admits one more send;
+/// zero when it admits one now (and that cell is taken).
+fn throttle_wait(live: &Live, sender: Option<&str>) -> Duration {
+    use governor::clock::{Clock, DefaultClock};
+    let clock = DefaultClock::default();
+    if let Some(l) = &live.limiter {
+        if let Err(not_until) = l.check() {
+            return not_until
+                .wait_time_from(clock.now())
+                .max(Duration::from_millis(1));
+        }
+    }
+    if let (Some(l), Some(s)) = (&live.sender_limiter, sender) {
+        if let Err(not_until) = l.check_key(&s.to_string()) {
+            return not_until
+                .wait_time_from(clock.now())
+                .max(Duration::from_millis(1));
+        }
+    }
+    Duration::ZERO
 }
 
 async fn send(

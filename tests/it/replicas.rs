@@ -360,10 +360,9 @@ async fn three_replicas_share_one_database_exactly_once() {
     for (i, n) in per_replica.iter().enumerate() {
         assert!(*n > 0.0, "replica {i} made no dispatch attempts\n{report}");
     }
-    assert!(
-        per_replica.iter().sum::<f64>() >= total as f64,
-        "fewer attempts than messages\n{report}"
-    );
+    // No check that the attempts add up to the messages: the victim's counter is scraped
+    // shortly before the kill, and attempts it made after that scrape die with it. The
+    // simulator's per-message counts above are the exactly-once proof.
     drop(replicas);
     drop(db);
 }
