@@ -27,13 +27,28 @@ pub async fn run(conn: &mut AnyConnection, job: &AdminJob) -> Result<AdminDone, 
                     created: false,
                 });
             }
+            // Replicas starting together on one database all ensure `default`: the loser of
+            // the race takes the winner's row instead of failing on the unique name.
             let id = ids::new_id(ids::IdKind::Tenant);
-            sqlx::query("INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, $3)")
-                .bind(&id)
-                .bind(name)
-                .bind(now_ms())
-                .execute(&mut *conn)
-                .await?;
+            let inserted = sqlx::query(
+                "INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(&id)
+            .bind(name)
+            .bind(now_ms())
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+            if inserted == 0 {
+                let r = sqlx::query("SELECT id FROM tenants WHERE name = $1")
+                    .bind(name)
+                    .fetch_one(&mut *conn)
+                    .await?;
+                return Ok(AdminDone::Tenant {
+                    id: r.try_get("id")?,
+                    created: false,
+                });
+            }
             Ok(AdminDone::Tenant { id, created: true })
         }
         AdminJob::CreateApiKey { tenant, key_hash } => {
