@@ -37,6 +37,7 @@ mod auth;
 mod channels;
 mod contract;
 mod crash;
+mod drain;
 mod idempotency;
 mod listing;
 mod ops;
