@@ -183,8 +183,4 @@ impl Registry {
             None => self.routes(t.tenant, t.channel),
         }
     }
-
-    pub fn all(&self) -> impl Iterator<Item = &Arc<Live>> {
-        self.ordered.iter()
-    }
 }

@@ -8,11 +8,10 @@ use crate::domain::{address, ids, now_ms, parse_rfc3339, segment};
 use crate::store::{AcceptJob, AcceptOutcome, ListFilter};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use axum::Json;
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::str::FromStr;
 use utoipa::{IntoParams, ToSchema};
@@ -259,24 +258,7 @@ pub async fn send(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let value: serde_json::Value = json_body(&headers, &body)?;
-    let idem = match headers.get("idempotency-key") {
-        Some(v) => {
-            let k = v
-                .to_str()
-                .map_err(|_| ApiError::field("Idempotency-Key", "must be visible ASCII"))?;
-            if k.is_empty() || k.len() > 255 {
-                return Err(ApiError::field(
-                    "Idempotency-Key",
-                    "must be 1 to 255 characters",
-                ));
-            }
-            Some((
-                k.to_string(),
-                hex::encode(Sha256::digest(value.to_string().as_bytes())),
-            ))
-        }
-        None => None,
-    };
+    let idem = super::idempotency::key(&headers, &value)?;
     let req: SendRequest =
         serde_json::from_value(value).map_err(|e| ApiError::field("body", e.to_string()))?;
     let mut msg = validate(req, &tenant)?;
@@ -323,41 +305,27 @@ pub async fn send(
                     purpose: Purpose::Send,
                 });
             }
-            Ok(json_answer(
+            Ok(super::idempotency::answer(
                 StatusCode::ACCEPTED,
                 body,
-                Some(&msg.id),
+                "/v1/messages",
                 false,
             ))
         }
         AcceptOutcome::Replay { status, body } => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::ACCEPTED);
-            let id = serde_json::from_str::<serde_json::Value>(&body)
-                .ok()
-                .and_then(|v| v["id"].as_str().map(str::to_string));
-            Ok(json_answer(status, body, id.as_deref(), true))
+            Ok(super::idempotency::answer(
+                status,
+                body,
+                "/v1/messages",
+                true,
+            ))
         }
         AcceptOutcome::Conflict => Err(ApiError::IdempotencyConflict),
         AcceptOutcome::UnknownConversation => {
             Err(ApiError::field("conversation_id", "no such conversation"))
         }
     }
-}
-
-fn json_answer(status: StatusCode, body: String, id: Option<&str>, replayed: bool) -> Response {
-    let mut resp = (status, body).into_response();
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    if let Some(loc) = id.and_then(|id| HeaderValue::from_str(&format!("/v1/messages/{id}")).ok()) {
-        h.insert(header::LOCATION, loc);
-    }
-    if replayed {
-        h.insert("idempotent-replayed", HeaderValue::from_static("true"));
-    }
-    resp
 }
 
 /// Read one message with its status history and attempts.

@@ -4,6 +4,7 @@ pub mod auth;
 mod contacts;
 mod conversations;
 mod health;
+mod idempotency;
 mod messages;
 pub mod problem;
 mod webhook_endpoints;

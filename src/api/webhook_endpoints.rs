@@ -10,11 +10,10 @@ use crate::domain::ids::{self, IdKind};
 use crate::domain::{now_ms, rfc3339};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use axum::Json;
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 use utoipa::{IntoParams, ToSchema};
 
 /// The body of `POST /v1/webhook-endpoints`.
@@ -99,7 +98,7 @@ pub async fn create(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let value = json_body(&headers, &body)?;
-    let idem = idempotency(&headers, &value)?;
+    let idem = super::idempotency::key(&headers, &value)?;
     let req: CreateEndpoint =
         serde_json::from_value(value).map_err(|e| ApiError::field("body", e.to_string()))?;
     let (url, events) = validate(req, state.app_webhooks.allow_private_urls()).await?;
@@ -124,44 +123,12 @@ pub async fn create(
         Created::Replay(b) => (b, true),
         Created::Conflict => return Err(ApiError::IdempotencyConflict),
     };
-    let id = serde_json::from_str::<serde_json::Value>(&body)
-        .ok()
-        .and_then(|v| v["id"].as_str().map(str::to_string));
-    let mut resp = (StatusCode::CREATED, body).into_response();
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    if let Some(loc) =
-        id.and_then(|id| HeaderValue::from_str(&format!("/v1/webhook-endpoints/{id}")).ok())
-    {
-        h.insert(header::LOCATION, loc);
-    }
-    if replayed {
-        h.insert("idempotent-replayed", HeaderValue::from_static("true"));
-    }
-    Ok(resp)
-}
-
-fn idempotency(
-    headers: &HeaderMap,
-    value: &serde_json::Value,
-) -> Result<Option<(String, String)>, ApiError> {
-    let Some(v) = headers.get("idempotency-key") else {
-        return Ok(None);
-    };
-    let k = v
-        .to_str()
-        .map_err(|_| ApiError::field("Idempotency-Key", "must be visible ASCII"))?;
-    if k.is_empty() || k.len() > 255 {
-        return Err(ApiError::field(
-            "Idempotency-Key",
-            "must be 1 to 255 characters",
-        ));
-    }
-    let hash = hex::encode(Sha256::digest(value.to_string().as_bytes()));
-    Ok(Some((k.to_string(), hash)))
+    Ok(super::idempotency::answer(
+        StatusCode::CREATED,
+        body,
+        "/v1/webhook-endpoints",
+        replayed,
+    ))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -52,14 +52,6 @@ pub enum Rule {
 }
 
 impl Rule {
-    pub const ALL: [Rule; 5] = [
-        Rule::Explicit,
-        Rule::ReplyRef,
-        Rule::Lease,
-        Rule::Contact,
-        Rule::New,
-    ];
-
     pub fn as_str(self) -> &'static str {
         match self {
             Rule::Explicit => "explicit",

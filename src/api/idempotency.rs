@@ -1,0 +1,49 @@
+//! `Idempotency-Key` on POSTs: the key and a hash of the request it guards, and the answer
+//! (first or replayed) with its `Location` and `Idempotent-Replayed` headers.
+
+use super::problem::ApiError;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
+
+/// `(key, sha256 of the canonical request)`, if the request carries a key.
+pub fn key(
+    headers: &HeaderMap,
+    request: &serde_json::Value,
+) -> Result<Option<(String, String)>, ApiError> {
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let k = v
+        .to_str()
+        .map_err(|_| ApiError::field("Idempotency-Key", "must be visible ASCII"))?;
+    if k.is_empty() || k.len() > 255 {
+        return Err(ApiError::field(
+            "Idempotency-Key",
+            "must be 1 to 255 characters",
+        ));
+    }
+    let hash = hex::encode(Sha256::digest(request.to_string().as_bytes()));
+    Ok(Some((k.to_string(), hash)))
+}
+
+/// A stored JSON answer: `Location: {collection}/{id}` from the body's `id`, and
+/// `Idempotent-Replayed: true` when it is a replay.
+pub fn answer(status: StatusCode, body: String, collection: &str, replayed: bool) -> Response {
+    let id = serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["id"].as_str().map(str::to_string));
+    let mut resp = (status, body).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Some(loc) = id.and_then(|id| HeaderValue::from_str(&format!("{collection}/{id}")).ok()) {
+        h.insert(header::LOCATION, loc);
+    }
+    if replayed {
+        h.insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    resp
+}
