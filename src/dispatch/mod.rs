@@ -193,8 +193,9 @@ async fn poll(inner: Arc<Inner>) {
                 ::metrics::gauge!(metrics::OUTBOX_OLDEST_AGE).set(s.oldest_age_seconds);
                 ::metrics::gauge!(metrics::WEBHOOK_EVENTS_PARKED).set(s.parked_events as f64);
             }
+            let epoch = inner.consent.epoch();
             if let Ok(any) = inner.store.any_opt_out().await {
-                inner.consent.set_any_opt_out(any);
+                inner.consent.refreshed(epoch, any);
             }
         }
         if !full {

@@ -367,7 +367,7 @@ async fn send(
     } = &result
     {
         // The ledger is about to learn this opt-out (record_end): the next send must look.
-        inner.consent.set_any_opt_out(true);
+        inner.consent.opted_out_now();
     }
     let end = AttemptEnd {
         message_id: item.message_id.clone(),

@@ -7,7 +7,7 @@ use crate::config::ConsentConfig;
 use crate::domain::ids::{self, IdKind};
 use serde::Serialize;
 use sqlx::{AnyConnection, Row};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use utoipa::ToSchema;
 use weft_provider::Channel;
@@ -26,6 +26,13 @@ pub struct ConsentPolicy {
     cfg: ConsentConfig,
     /// False while the ledger has no opt-out at all: sends skip the lookup.
     any_opt_out: AtomicBool,
+    /// Bumped by every opt-out this process writes; a database refresh that raced one is
+    /// discarded.
+    epoch: AtomicU64,
+    /// `epoch + 1` of a first "no opt-outs" reading; the flag only drops on a second one
+    /// with no opt-out written in between (an opt-out being written may not be committed
+    /// yet when the first reading runs).
+    pending_clear: AtomicU64,
 }
 
 /// A tenant's effective settings.
@@ -44,6 +51,8 @@ impl ConsentPolicy {
         Arc::new(ConsentPolicy {
             cfg,
             any_opt_out: AtomicBool::new(true),
+            epoch: AtomicU64::new(0),
+            pending_clear: AtomicU64::new(0),
         })
     }
 
@@ -78,8 +87,35 @@ impl ConsentPolicy {
         self.any_opt_out.load(Ordering::Relaxed)
     }
 
-    pub fn set_any_opt_out(&self, any: bool) {
-        self.any_opt_out.store(any, Ordering::Relaxed);
+    /// This process wrote an opt-out: look the ledger up from now on.
+    pub fn opted_out_now(&self) {
+        self.any_opt_out.store(true, Ordering::SeqCst);
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        self.pending_clear.store(0, Ordering::SeqCst);
+    }
+
+    /// Taken before reading the ledger for [`ConsentPolicy::refreshed`].
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
+    }
+
+    /// What the ledger said (`any`), read after [`ConsentPolicy::epoch`] returned `epoch`.
+    /// Opt-outs turn the lookup on at once; it turns off only after two consecutive empty
+    /// readings with no opt-out written by this process in between.
+    pub fn refreshed(&self, epoch: u64, any: bool) {
+        if any {
+            self.any_opt_out.store(true, Ordering::SeqCst);
+            self.pending_clear.store(0, Ordering::SeqCst);
+            return;
+        }
+        if self.epoch.load(Ordering::SeqCst) != epoch {
+            return;
+        }
+        if self.pending_clear.load(Ordering::SeqCst) == epoch + 1 {
+            self.any_opt_out.store(false, Ordering::SeqCst);
+        } else {
+            self.pending_clear.store(epoch + 1, Ordering::SeqCst);
+        }
     }
 }
 
@@ -275,6 +311,28 @@ pub async fn entries(
 mod tests {
     use super::*;
     use crate::config::Config;
+
+    #[test]
+    fn the_lookup_switch_never_drops_on_a_racing_or_single_empty_reading() {
+        let cfg = Config::from_toml("").unwrap_or_else(|e| panic!("{e}"));
+        let p = ConsentPolicy::new(cfg.consent);
+        // A refresh that started before an opt-out was written is discarded.
+        let e = p.epoch();
+        p.opted_out_now();
+        p.refreshed(e, false);
+        p.refreshed(e, false);
+        assert!(p.may_have_opt_outs());
+        // One empty reading is not enough (the opt-out may not be committed yet).
+        let e = p.epoch();
+        p.refreshed(e, false);
+        assert!(p.may_have_opt_outs());
+        // Two in a row with nothing written in between: no opt-outs anywhere.
+        p.refreshed(p.epoch(), false);
+        assert!(!p.may_have_opt_outs());
+        // Any opt-out in the ledger turns it back on.
+        p.refreshed(p.epoch(), true);
+        assert!(p.may_have_opt_outs());
+    }
 
     #[test]
     fn keywords_are_case_insensitive_and_trimmed() {

@@ -279,7 +279,7 @@ async fn keywords(
                 now,
             )
             .await?;
-            consent.set_any_opt_out(true);
+            consent.opted_out_now();
             policy.stop_reply
         }
         Keyword::OptIn => {
