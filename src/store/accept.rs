@@ -1,6 +1,7 @@
 //! Accepting a message: idempotency check, conversation, message row and outbox row in one
 //! transaction.
 
+use super::script::Script;
 use crate::domain::message::{MessageView, NewMessage};
 use crate::domain::now_ms;
 use crate::threading::contacts;
@@ -110,62 +111,66 @@ pub async fn run(conn: &mut AnyConnection, job: &AcceptJob) -> Result<AcceptOutc
             .await?;
     }
 
-    sqlx::query(
+    // Message, outbox row and the idempotency key's answer: one round trip on SQLite.
+    let body =
+        serde_json::to_string(&MessageView::accepted(m, &conversation_id)).unwrap_or_default();
+    let mut script = Script::new();
+    script.add(
         "INSERT INTO messages (id, tenant_id, conversation_id, direction, channel, to_addr, from_addr, body, subject, template, metadata, callback_url, encoding, segments, status, created_at, updated_at, customer_identity, email_message_id,
                                pinned_connection, fallback, fallback_after_ms, send_at, valid_until, priority, kind)
          VALUES ($1, $2, $3, 'outbound', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'accepted', $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)",
-    )
-    .bind(&m.id)
-    .bind(&m.tenant_id)
-    .bind(&conversation_id)
-    .bind(m.channel.as_str())
-    .bind(&m.to)
-    .bind(&m.from)
-    .bind(&m.body)
-    .bind(&m.subject)
-    .bind(m.template.as_ref().and_then(|t| serde_json::to_string(t).ok()))
-    .bind(m.metadata.as_ref().map(|v| v.to_string()))
-    .bind(&m.callback_url)
-    .bind(m.encoding)
-    .bind(m.segments.map(i64::from))
-    .bind(m.created_at)
-    .bind(m.created_at)
-    .bind(&m.identity)
-    .bind(&m.email_message_id)
-    .bind(&p.pinned_connection)
-    .bind((!p.fallback.is_empty()).then(|| serde_json::to_string(&p.fallback).unwrap_or_default()))
-    .bind(p.fallback_after_ms)
-    .bind(p.send_at)
-    .bind(p.valid_until)
-    .bind(i64::from(p.bulk))
-    .bind(&p.kind)
-    .execute(&mut *conn)
-    .await?;
-
+        vec![
+            (&m.id).into(),
+            (&m.tenant_id).into(),
+            (&conversation_id).into(),
+            m.channel.as_str().into(),
+            (&m.to).into(),
+            (&m.from).into(),
+            (&m.body).into(),
+            (&m.subject).into(),
+            m.template
+                .as_ref()
+                .and_then(|t| serde_json::to_string(t).ok())
+                .into(),
+            m.metadata.as_ref().map(|v| v.to_string()).into(),
+            (&m.callback_url).into(),
+            m.encoding.map(str::to_string).into(),
+            m.segments.map(i64::from).into(),
+            m.created_at.into(),
+            m.created_at.into(),
+            (&m.identity).into(),
+            (&m.email_message_id).into(),
+            (&p.pinned_connection).into(),
+            (!p.fallback.is_empty())
+                .then(|| serde_json::to_string(&p.fallback).unwrap_or_default())
+                .into(),
+            p.fallback_after_ms.into(),
+            p.send_at.into(),
+            p.valid_until.into(),
+            i64::from(p.bulk).into(),
+            (&p.kind).into(),
+        ],
+    );
     // A future send is left to the poller; a due one is leased to the accepting process.
     let scheduled = p.send_at.is_some_and(|t| t > m.created_at);
-    sqlx::query("INSERT INTO outbox (message_id, available_at, tries, lease_token, lease_until, created_at, priority) VALUES ($1, $2, 0, $3, $4, $5, $6)")
-        .bind(&m.id)
-        .bind(p.send_at.unwrap_or(m.created_at))
-        .bind((!scheduled).then_some(&job.lease_token))
-        .bind(if scheduled { 0 } else { job.lease_until })
-        .bind(m.created_at)
-        .bind(i64::from(p.bulk))
-        .execute(&mut *conn)
-        .await?;
-
-    let body =
-        serde_json::to_string(&MessageView::accepted(m, &conversation_id)).unwrap_or_default();
+    script.add(
+        "INSERT INTO outbox (message_id, available_at, tries, lease_token, lease_until, created_at, priority) VALUES ($1, $2, 0, $3, $4, $5, $6)",
+        vec![
+            (&m.id).into(),
+            p.send_at.unwrap_or(m.created_at).into(),
+            (!scheduled).then(|| job.lease_token.clone()).into(),
+            (if scheduled { 0 } else { job.lease_until }).into(),
+            m.created_at.into(),
+            i64::from(p.bulk).into(),
+        ],
+    );
     if let Some((key, _)) = &job.idempotency {
-        sqlx::query(
+        script.add(
             "UPDATE idempotency_keys SET response_body = $1 WHERE tenant_id = $2 AND idem_key = $3",
-        )
-        .bind(&body)
-        .bind(&m.tenant_id)
-        .bind(key)
-        .execute(&mut *conn)
-        .await?;
+            vec![(&body).into(), (&m.tenant_id).into(), key.into()],
+        );
     }
+    script.run(&mut *conn).await?;
     Ok(AcceptOutcome::Accepted {
         conversation_id,
         body,

@@ -7,6 +7,7 @@
 //! provider has it: the attempt becomes `queued` and the outbox row is removed. Only if no
 //! proof arrives within the window is the message sent again.
 
+use super::script::Script;
 use super::status::{self, ErrorFields, StatusChange, StatusInput};
 use super::Backend;
 use crate::domain::message::{DispatchItem, Purpose, SendPolicy};
@@ -209,31 +210,33 @@ pub async fn claim(
 /// attempt's number on the current channel (the retry budget). The attempt's `seq` counts
 /// every attempt of the message, across fallback channels.
 pub async fn begin(conn: &mut AnyConnection, j: &AttemptBegin) -> Result<Option<i64>, sqlx::Error> {
-    let row = sqlx::query(
+    // One round trip on SQLite: the attempt row is only written if the lease update found
+    // this process's lease (the update leaves `lease_token` as it is).
+    let mut s = Script::new();
+    let lease = s.add(
         "UPDATE outbox SET lease_until = $1, tries = tries + 1 WHERE message_id = $2 AND lease_token = $3 RETURNING tries",
-    )
-    .bind(j.lease_until)
-    .bind(&j.message_id)
-    .bind(&j.lease_token)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let Some(row) = row else { return Ok(None) };
-    let seq: i64 = row.try_get("tries")?;
-    sqlx::query(
+        vec![j.lease_until.into(), (&j.message_id).into(), (&j.lease_token).into()],
+    );
+    s.add(
         "INSERT INTO attempts (id, message_id, seq, channel, provider, connection_id, sender, outcome, started_at)
-         VALUES ($1, $2, (SELECT COUNT(*) + 1 FROM attempts WHERE message_id = $3), $4, $5, $6, $7, 'in_flight', $8)",
-    )
-    .bind(&j.attempt_id)
-    .bind(&j.message_id)
-    .bind(&j.message_id)
-    .bind(j.channel.as_str())
-    .bind(j.provider)
-    .bind(&j.connection_id)
-    .bind(&j.sender)
-    .bind(j.now)
-    .execute(&mut *conn)
-    .await?;
-    Ok(Some(seq))
+         SELECT $1, $2, (SELECT COUNT(*) + 1 FROM attempts WHERE message_id = $2), $3, $4, $5, $6, 'in_flight', $7
+         WHERE EXISTS (SELECT 1 FROM outbox WHERE message_id = $2 AND lease_token = $8)",
+        vec![
+            (&j.attempt_id).into(),
+            (&j.message_id).into(),
+            j.channel.as_str().into(),
+            j.provider.into(),
+            (&j.connection_id).into(),
+            (&j.sender).into(),
+            j.now.into(),
+            (&j.lease_token).into(),
+        ],
+    );
+    let mut out = s.run(conn).await?;
+    match out.get_mut(lease).and_then(|o| o.rows.pop()) {
+        Some(row) => Ok(Some(row.try_get("tries")?)),
+        None => Ok(None),
+    }
 }
 
 /// Records what came of an attempt and moves the message and its outbox row on.
@@ -242,17 +245,6 @@ pub async fn end(
     j: &AttemptEnd,
 ) -> Result<Vec<StatusChange>, sqlx::Error> {
     let mut changes = Vec::new();
-    // A status callback may already have proven this attempt reached the provider.
-    let reconciled = match &j.attempt_id {
-        Some(a) => sqlx::query("SELECT outcome FROM attempts WHERE id = $1")
-            .bind(a)
-            .fetch_optional(&mut *conn)
-            .await?
-            .map(|r| r.try_get::<String, _>("outcome"))
-            .transpose()?
-            .is_some_and(|o| o == "queued"),
-        None => false,
-    };
     match &j.result {
         AttemptResult::Sent {
             provider_ids,
@@ -260,25 +252,44 @@ pub async fn end(
             segments,
             fallback_check_at,
         } => {
+            // Two round trips (one each on SQLite): the attempt, its provider ids and the
+            // message's connection/sender/segments, reading back what the state machine
+            // needs; then status, outbox and any receipts parked for these provider ids.
+            let mut first = Script::new();
             if let Some(a) = &j.attempt_id {
-                finish_attempt(conn, a, "queued", Some(provider_ids), None, None, j.now).await?;
                 let conn_id = j.connection_id.as_deref().unwrap_or_default();
-                record_refs(conn, conn_id, &j.message_id, a, provider_ids).await?;
+                finish_attempt_in(
+                    &mut first,
+                    a,
+                    "queued",
+                    Some(provider_ids),
+                    None,
+                    None,
+                    j.now,
+                );
+                refs_in(&mut first, conn_id, &j.message_id, a, provider_ids);
             }
-            if let Some(s) = segments {
-                sqlx::query("UPDATE messages SET segments = $1 WHERE id = $2 AND segments IS NULL")
-                    .bind(i64::from(*s))
-                    .bind(&j.message_id)
-                    .execute(&mut *conn)
-                    .await?;
-            }
-            sqlx::query("UPDATE messages SET connection_id = $1, business_addr = $2, from_addr = COALESCE(from_addr, $3) WHERE id = $4")
-                .bind(&j.connection_id)
-                .bind(&j.sender)
-                .bind(j.sender.as_deref().map(|s| s.strip_prefix("tel:").or_else(|| s.strip_prefix("mailto:")).unwrap_or(s)))
-                .bind(&j.message_id)
-                .execute(&mut *conn)
-                .await?;
+            let sender_addr = j.sender.as_deref().map(|s| {
+                s.strip_prefix("tel:")
+                    .or_else(|| s.strip_prefix("mailto:"))
+                    .unwrap_or(s)
+            });
+            let update = first.add(
+                format!(
+                    "UPDATE messages SET connection_id = $1, business_addr = $2, from_addr = COALESCE(from_addr, $3), segments = COALESCE(segments, $4)
+                     WHERE id = $5 RETURNING {}",
+                    status::CURRENT_COLUMNS
+                ),
+                vec![
+                    (&j.connection_id).into(),
+                    (&j.sender).into(),
+                    sender_addr.into(),
+                    segments.map(i64::from).into(),
+                    (&j.message_id).into(),
+                ],
+            );
+            let mut out = first.run(&mut *conn).await?;
+            let current = out.get_mut(update).and_then(|o| o.rows.pop());
             let input = StatusInput {
                 status: *status,
                 raw_status: None,
@@ -287,19 +298,41 @@ pub async fn end(
                 error: None,
                 at: j.now,
             };
-            changes.extend(status::apply(conn, &j.message_id, &input).await?);
+            let mut second = Script::new();
+            let planned = match &current {
+                Some(row) => Some(status::plan(&j.message_id, row, &input, &mut second)?),
+                None => None,
+            };
             match fallback_check_at {
-                Some(at) => {
-                    sqlx::query("UPDATE outbox SET purpose = 'fallback', available_at = $1, lease_token = NULL, lease_until = 0 WHERE message_id = $2")
-                        .bind(*at)
-                        .bind(&j.message_id)
-                        .execute(&mut *conn)
-                        .await?;
-                }
-                None => delete_outbox(conn, &j.message_id).await?,
+                Some(at) => second.add(
+                    "UPDATE outbox SET purpose = 'fallback', available_at = $1, lease_token = NULL, lease_until = 0 WHERE message_id = $2",
+                    vec![(*at).into(), (&j.message_id).into()],
+                ),
+                None => second.add(DELETE_OUTBOX, vec![(&j.message_id).into()]),
+            };
+            let parked: Vec<usize> = match &j.connection_id {
+                Some(conn_id) => provider_ids
+                    .iter()
+                    .map(|pid| {
+                        second.add(
+                            super::webhooks::PARKED_SQL,
+                            vec![conn_id.into(), pid.into()],
+                        )
+                    })
+                    .collect(),
+                None => Vec::new(),
+            };
+            let mut out = second.run(&mut *conn).await?;
+            if let Some(p) = planned {
+                changes.push(p.finish(&mut *conn).await?);
             }
-            if let Some(conn_id) = &j.connection_id {
-                changes.extend(super::webhooks::rematch_parked(conn, conn_id, provider_ids).await?);
+            let parked_rows: Vec<_> = parked
+                .into_iter()
+                .filter_map(|i| out.get_mut(i).map(|o| std::mem::take(&mut o.rows)))
+                .flatten()
+                .collect();
+            if let (Some(conn_id), false) = (&j.connection_id, parked_rows.is_empty()) {
+                changes.extend(super::webhooks::apply_parked(conn, conn_id, parked_rows).await?);
             }
         }
         AttemptResult::Retry {
@@ -308,6 +341,7 @@ pub async fn end(
             code,
             detail,
         } => {
+            let reconciled = reconciled(conn, j.attempt_id.as_deref()).await?;
             if let Some(a) = &j.attempt_id {
                 if !reconciled {
                     finish_attempt(conn, a, outcome, None, code.as_deref(), Some(detail), j.now)
@@ -349,6 +383,7 @@ pub async fn end(
             code,
             detail,
         } => {
+            let reconciled = reconciled(conn, j.attempt_id.as_deref()).await?;
             if *reason == "opted_out" && j.attempt_id.is_some() {
                 provider_opt_out(
                     conn,
@@ -392,6 +427,23 @@ pub async fn end(
         }
     }
     Ok(changes)
+}
+
+/// Whether a status callback already proved this attempt reached the provider.
+async fn reconciled(
+    conn: &mut AnyConnection,
+    attempt_id: Option<&str>,
+) -> Result<bool, sqlx::Error> {
+    let Some(a) = attempt_id else {
+        return Ok(false);
+    };
+    Ok(sqlx::query("SELECT outcome FROM attempts WHERE id = $1")
+        .bind(a)
+        .fetch_optional(&mut *conn)
+        .await?
+        .map(|r| r.try_get::<String, _>("outcome"))
+        .transpose()?
+        .is_some_and(|o| o == "queued"))
 }
 
 /// Moves a message to its next fallback channel, keeping the failure in its history.
@@ -482,18 +534,33 @@ pub(crate) async fn finish_attempt(
     detail: Option<&str>,
     now: i64,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    let mut s = Script::new();
+    finish_attempt_in(&mut s, attempt_id, outcome, provider_ids, code, detail, now);
+    s.run(conn).await.map(drop)
+}
+
+fn finish_attempt_in(
+    s: &mut Script,
+    attempt_id: &str,
+    outcome: &str,
+    provider_ids: Option<&Vec<String>>,
+    code: Option<&str>,
+    detail: Option<&str>,
+    now: i64,
+) {
+    s.add(
         "UPDATE attempts SET outcome = $1, provider_ids = COALESCE($2, provider_ids), error_code = $3, error_detail = $4, finished_at = $5 WHERE id = $6",
-    )
-    .bind(outcome)
-    .bind(provider_ids.map(|p| serde_json::to_string(p).unwrap_or_default()))
-    .bind(code)
-    .bind(detail)
-    .bind(now)
-    .bind(attempt_id)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+        vec![
+            outcome.into(),
+            provider_ids
+                .map(|p| serde_json::to_string(p).unwrap_or_default())
+                .into(),
+            code.into(),
+            detail.into(),
+            now.into(),
+            attempt_id.into(),
+        ],
+    );
 }
 
 pub(crate) async fn record_refs(
@@ -503,27 +570,40 @@ pub(crate) async fn record_refs(
     attempt_id: &str,
     provider_ids: &[String],
 ) -> Result<(), sqlx::Error> {
+    let mut s = Script::new();
+    refs_in(&mut s, connection_id, message_id, attempt_id, provider_ids);
+    s.run(conn).await.map(drop)
+}
+
+fn refs_in(
+    s: &mut Script,
+    connection_id: &str,
+    message_id: &str,
+    attempt_id: &str,
+    provider_ids: &[String],
+) {
     for (part, pid) in provider_ids.iter().enumerate() {
-        sqlx::query(
+        s.add(
             "INSERT INTO provider_refs (connection_id, provider_message_id, message_id, attempt_id, part, status) VALUES ($1, $2, $3, $4, $5, 'queued')
              ON CONFLICT (connection_id, provider_message_id) DO NOTHING",
-        )
-        .bind(connection_id)
-        .bind(pid)
-        .bind(message_id)
-        .bind(attempt_id)
-        .bind(i64::try_from(part).unwrap_or(0))
-        .execute(&mut *conn)
-        .await?;
+            vec![
+                connection_id.into(),
+                pid.into(),
+                message_id.into(),
+                attempt_id.into(),
+                i64::try_from(part).unwrap_or(0).into(),
+            ],
+        );
     }
-    Ok(())
 }
+
+const DELETE_OUTBOX: &str = "DELETE FROM outbox WHERE message_id = $1";
 
 pub(crate) async fn delete_outbox(
     conn: &mut AnyConnection,
     message_id: &str,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM outbox WHERE message_id = $1")
+    sqlx::query(DELETE_OUTBOX)
         .bind(message_id)
         .execute(&mut *conn)
         .await?;

@@ -10,6 +10,7 @@ mod contacts;
 mod conversations;
 mod delivery;
 mod read;
+pub(crate) mod script;
 mod status;
 mod tenants;
 mod webhooks;

@@ -1,5 +1,7 @@
 //! Applying a status to a message through the one state machine, with history.
 
+use super::script::Script;
+use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 use std::str::FromStr;
 use weft_provider::status::Transition;
@@ -33,65 +35,98 @@ pub struct ErrorFields<'a> {
     pub detail: Option<&'a str>,
 }
 
+/// The columns of a message the state machine needs.
+pub const CURRENT_COLUMNS: &str = "status, tenant_id, channel, conversation_id, created_at";
+
 /// Applies `input` to the message; always records history. `None` if there is no such message.
 pub async fn apply(
     conn: &mut AnyConnection,
     message_id: &str,
     input: &StatusInput<'_>,
 ) -> Result<Option<StatusChange>, sqlx::Error> {
-    let Some(row) = sqlx::query("SELECT status, tenant_id, channel, conversation_id, created_at FROM messages WHERE id = $1")
-            .bind(message_id)
-            .fetch_optional(&mut *conn)
-            .await?
+    let sql = format!("SELECT {CURRENT_COLUMNS} FROM messages WHERE id = $1");
+    let Some(row) = sqlx::query(&sql)
+        .bind(message_id)
+        .fetch_optional(&mut *conn)
+        .await?
     else {
         return Ok(None);
     };
+    apply_to(conn, message_id, &row, input).await.map(Some)
+}
+
+/// [`apply`] for a message whose [`CURRENT_COLUMNS`] the caller already read (e.g. with the
+/// `RETURNING` of an update it made anyway).
+pub async fn apply_to(
+    conn: &mut AnyConnection,
+    message_id: &str,
+    row: &AnyRow,
+    input: &StatusInput<'_>,
+) -> Result<StatusChange, sqlx::Error> {
+    let mut script = Script::new();
+    let planned = plan(message_id, row, input, &mut script)?;
+    script.run(&mut *conn).await?;
+    planned.finish(conn).await
+}
+
+/// A status change whose writes are in a [`Script`] the caller runs (with statements of its
+/// own); after the script ran, [`Planned::finish`] tells app webhooks.
+pub struct Planned {
+    change: StatusChange,
+    event: Option<serde_json::Value>,
+    at: i64,
+}
+
+/// Adds the history row and, if the state machine moves, the message update to `script`.
+pub fn plan(
+    message_id: &str,
+    row: &AnyRow,
+    input: &StatusInput<'_>,
+    script: &mut Script,
+) -> Result<Planned, sqlx::Error> {
     let current: String = row.try_get("status")?;
     let current = DeliveryStatus::from_str(&current).unwrap_or(DeliveryStatus::Accepted);
     let moved = matches!(current.apply(input.status), Transition::Moved(_));
-    sqlx::query(
+    let code = input.error.as_ref().and_then(|e| e.code);
+    let detail = input.error.as_ref().and_then(|e| e.detail);
+    script.add(
         "INSERT INTO status_history (message_id, status, raw_status, applied, connection_id, provider_message_id, error_code, detail, occurred_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-    )
-    .bind(message_id)
-    .bind(input.status.as_str())
-    .bind(input.raw_status)
-    .bind(i64::from(moved))
-    .bind(input.connection_id)
-    .bind(input.provider_message_id)
-    .bind(input.error.as_ref().and_then(|e| e.code))
-    .bind(input.error.as_ref().and_then(|e| e.detail))
-    .bind(input.at)
-    .execute(&mut *conn)
-    .await?;
+        vec![
+            message_id.into(),
+            input.status.as_str().into(),
+            input.raw_status.into(),
+            i64::from(moved).into(),
+            input.connection_id.into(),
+            input.provider_message_id.into(),
+            code.into(),
+            detail.into(),
+            input.at.into(),
+        ],
+    );
     // `at` may be the provider's own time (minute precision, other clocks): `updated_at` is
     // when weft changed the message, so it never goes back before `created_at`.
     let updated_at = crate::domain::now_ms().max(input.at);
     if moved {
         match &input.error {
-            Some(e) if input.status.is_failure() => {
-                sqlx::query("UPDATE messages SET status = $1, updated_at = $2, error_reason = $3, error_code = $4, error_detail = $5 WHERE id = $6")
-                    .bind(input.status.as_str())
-                    .bind(updated_at)
-                    .bind(e.reason)
-                    .bind(e.code)
-                    .bind(e.detail)
-                    .bind(message_id)
-                    .execute(&mut *conn)
-                    .await?;
-            }
-            _ => {
-                sqlx::query("UPDATE messages SET status = $1, updated_at = $2 WHERE id = $3")
-                    .bind(input.status.as_str())
-                    .bind(updated_at)
-                    .bind(message_id)
-                    .execute(&mut *conn)
-                    .await?;
-            }
-        }
+            Some(e) if input.status.is_failure() => script.add(
+                "UPDATE messages SET status = $1, updated_at = $2, error_reason = $3, error_code = $4, error_detail = $5 WHERE id = $6",
+                vec![
+                    input.status.as_str().into(),
+                    updated_at.into(),
+                    e.reason.into(),
+                    e.code.into(),
+                    e.detail.into(),
+                    message_id.into(),
+                ],
+            ),
+            _ => script.add(
+                "UPDATE messages SET status = $1, updated_at = $2 WHERE id = $3",
+                vec![input.status.as_str().into(), updated_at.into(), message_id.into()],
+            ),
+        };
     }
-    let tenant_id: String = row.try_get("tenant_id")?;
-    if moved {
+    let event = if moved {
         let mut data = serde_json::json!({
             "id": message_id,
             "conversation_id": row.try_get::<String, _>("conversation_id")?,
@@ -105,17 +140,40 @@ pub async fn apply(
             data["error"] =
                 serde_json::json!({ "reason": e.reason, "code": e.code, "detail": e.detail });
         }
-        crate::events::app_event(conn, &tenant_id, "message.status_updated", &data, input.at)
+        Some(data)
+    } else {
+        None
+    };
+    Ok(Planned {
+        change: StatusChange {
+            message_id: message_id.to_string(),
+            tenant_id: row.try_get("tenant_id")?,
+            channel: row.try_get("channel")?,
+            status: input.status,
+            moved,
+            created_at: row.try_get("created_at")?,
+        },
+        event,
+        at: input.at,
+    })
+}
+
+impl Planned {
+    /// Queues the `message.status_updated` app event (if anyone subscribed) and returns the
+    /// change. Call after the script ran.
+    pub async fn finish(self, conn: &mut AnyConnection) -> Result<StatusChange, sqlx::Error> {
+        if let Some(data) = &self.event {
+            crate::events::app_event(
+                conn,
+                &self.change.tenant_id,
+                "message.status_updated",
+                data,
+                self.at,
+            )
             .await?;
+        }
+        Ok(self.change)
     }
-    Ok(Some(StatusChange {
-        message_id: message_id.to_string(),
-        tenant_id,
-        channel: row.try_get("channel")?,
-        status: input.status,
-        moved,
-        created_at: row.try_get("created_at")?,
-    }))
 }
 
 /// The failure reason a provider-reported end maps to.

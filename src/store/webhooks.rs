@@ -3,8 +3,10 @@
 //! the send's result is recorded.
 
 use super::delivery::{delete_outbox, finish_attempt, record_refs};
+use super::script::Script;
 use super::status::{self, ErrorFields, StatusChange, StatusInput};
 use crate::domain::{ids, now_ms};
+use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 use std::str::FromStr;
 use weft_provider::{DeliveryStatus, InboundEvent, StatusEvent};
@@ -42,20 +44,29 @@ pub async fn run(
             InboundEvent::Message(m) => Some(m.provider_message_id.as_str()),
             _ => None,
         };
-        let inserted = sqlx::query(
+        // Stored as processed: a receipt that finds no message is marked parked below (same
+        // transaction), which is the rare case. A receipt's provider-id lookup (with the
+        // message's current state) rides in the same round trip.
+        let mut script = Script::new();
+        script.add(
             "INSERT INTO webhook_events (id, connection_id, kind, dedupe_key, event, provider_message_id, processed, received_at)
-             VALUES ($1, $2, $3, $4, $5, $6, 0, $7) ON CONFLICT (connection_id, dedupe_key) DO NOTHING",
-        )
-        .bind(&event_id)
-        .bind(&job.connection_id)
-        .bind(&job.kind)
-        .bind(ev.dedupe_key())
-        .bind(serde_json::to_string(ev).unwrap_or_default())
-        .bind(pid)
-        .bind(now)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
+             VALUES ($1, $2, $3, $4, $5, $6, 1, $7) ON CONFLICT (connection_id, dedupe_key) DO NOTHING",
+            vec![
+                (&event_id).into(),
+                (&job.connection_id).into(),
+                (&job.kind).into(),
+                ev.dedupe_key().into(),
+                serde_json::to_string(ev).unwrap_or_default().into(),
+                pid.into(),
+                now.into(),
+            ],
+        );
+        if let (InboundEvent::Status(_), Some(pid)) = (ev, pid) {
+            script.add(REF_SQL, vec![(&job.connection_id).into(), pid.into()]);
+        }
+        let mut results = script.run(&mut *conn).await?.into_iter();
+        let inserted = results.next().map_or(0, |o| o.rows_affected);
+        let by_ref = results.next().and_then(|mut o| o.rows.pop());
         if inserted == 0 {
             out.duplicates += 1;
             continue;
@@ -63,7 +74,7 @@ pub async fn run(
         out.stored += 1;
         let processed = match ev {
             InboundEvent::Status(s) => {
-                match apply_status(conn, &job.connection_id, s, now).await? {
+                match apply_status_with(conn, &job.connection_id, s, now, by_ref).await? {
                     Some(mut c) => {
                         out.changes.append(&mut c);
                         true
@@ -88,17 +99,24 @@ pub async fn run(
                 true
             }
         };
-        if processed {
-            sqlx::query("UPDATE webhook_events SET processed = 1 WHERE id = $1")
+        if !processed {
+            sqlx::query("UPDATE webhook_events SET processed = 0 WHERE id = $1")
                 .bind(&event_id)
                 .execute(&mut *conn)
                 .await?;
-        } else {
             out.parked += 1;
         }
     }
     Ok(out)
 }
+
+/// A provider id's ref (`$1` connection, `$2` provider id): message, attempt, part status,
+/// the attempt's number of parts, and the message's [`status::CURRENT_COLUMNS`].
+const REF_SQL: &str = "SELECT r.message_id, r.attempt_id, r.status AS part_status,
+        (SELECT COUNT(*) FROM provider_refs p WHERE p.message_id = r.message_id AND p.attempt_id = r.attempt_id) AS parts,
+        m.status, m.tenant_id, m.channel, m.conversation_id, m.created_at
+    FROM provider_refs r JOIN messages m ON m.id = r.message_id
+    WHERE r.connection_id = $1 AND r.provider_message_id = $2";
 
 /// Applies one receipt. `None`: no message known yet (park it).
 async fn apply_status(
@@ -107,19 +125,35 @@ async fn apply_status(
     s: &StatusEvent,
     now: i64,
 ) -> Result<Option<Vec<StatusChange>>, sqlx::Error> {
-    let by_ref = sqlx::query("SELECT message_id, attempt_id, part, status FROM provider_refs WHERE connection_id = $1 AND provider_message_id = $2")
+    let by_ref = sqlx::query(REF_SQL)
         .bind(connection_id)
         .bind(&s.provider_message_id)
         .fetch_optional(&mut *conn)
         .await?;
+    apply_status_with(conn, connection_id, s, now, by_ref).await
+}
+
+/// [`apply_status`] with the [`REF_SQL`] row already read.
+async fn apply_status_with(
+    conn: &mut AnyConnection,
+    connection_id: &str,
+    s: &StatusEvent,
+    now: i64,
+    by_ref: Option<AnyRow>,
+) -> Result<Option<Vec<StatusChange>>, sqlx::Error> {
     let ref_attempt: Option<String> = match &by_ref {
         Some(r) => Some(r.try_get("attempt_id")?),
         None => s.correlation.attempt_id.clone(),
     };
-    let (message_id, part_status) = match by_ref {
+    // Part statuses matter only for a message sent in several parts (long SMS on Vonage).
+    let (message_id, part_status) = match &by_ref {
         Some(r) => (
             r.try_get::<String, _>("message_id")?,
-            Some(r.try_get::<String, _>("status")?),
+            if r.try_get::<i64, _>("parts")? > 1 {
+                Some(r.try_get::<String, _>("part_status")?)
+            } else {
+                None
+            },
         ),
         None => {
             // Not recorded yet (callback raced the send's answer, or we crashed mid-send):
@@ -231,12 +265,12 @@ async fn apply_status(
         error,
         at: s.occurred_at_ms.unwrap_or(now),
     };
-    Ok(Some(
-        status::apply(conn, &message_id, &input)
-            .await?
-            .into_iter()
-            .collect(),
-    ))
+    // The message row read with the ref is still current: nothing above changed it.
+    let change = match &by_ref {
+        Some(row) => Some(status::apply_to(conn, &message_id, row, &input).await?),
+        None => status::apply(conn, &message_id, &input).await?,
+    };
+    Ok(Some(change.into_iter().collect()))
 }
 
 /// True when a failure of this attempt should move the message to its next fallback
@@ -322,32 +356,27 @@ async fn reconcile(
     Ok(())
 }
 
-/// Applies receipts that arrived before their provider ids were stored.
-pub async fn rematch_parked(
+/// Receipts parked for one provider id (`$1` connection, `$2` provider id), oldest first.
+pub const PARKED_SQL: &str = "SELECT id, event FROM webhook_events WHERE connection_id = $1 AND provider_message_id = $2 AND processed = 0 ORDER BY received_at";
+
+/// Applies receipts that arrived before their provider ids were stored (read with
+/// [`PARKED_SQL`] when the send's result was recorded).
+pub async fn apply_parked(
     conn: &mut AnyConnection,
     connection_id: &str,
-    provider_ids: &[String],
+    rows: Vec<sqlx::any::AnyRow>,
 ) -> Result<Vec<StatusChange>, sqlx::Error> {
     let mut changes = Vec::new();
-    for pid in provider_ids {
-        let rows = sqlx::query(
-            "SELECT id, event FROM webhook_events WHERE connection_id = $1 AND provider_message_id = $2 AND processed = 0 ORDER BY received_at",
-        )
-        .bind(connection_id)
-        .bind(pid)
-        .fetch_all(&mut *conn)
-        .await?;
-        for r in rows {
-            let id: String = r.try_get("id")?;
-            let event: String = r.try_get("event")?;
-            if let Ok(InboundEvent::Status(s)) = serde_json::from_str::<InboundEvent>(&event) {
-                if let Some(mut c) = apply_status(conn, connection_id, &s, now_ms()).await? {
-                    changes.append(&mut c);
-                    sqlx::query("UPDATE webhook_events SET processed = 1 WHERE id = $1")
-                        .bind(&id)
-                        .execute(&mut *conn)
-                        .await?;
-                }
+    for r in rows {
+        let id: String = r.try_get("id")?;
+        let event: String = r.try_get("event")?;
+        if let Ok(InboundEvent::Status(s)) = serde_json::from_str::<InboundEvent>(&event) {
+            if let Some(mut c) = apply_status(conn, connection_id, &s, now_ms()).await? {
+                changes.append(&mut c);
+                sqlx::query("UPDATE webhook_events SET processed = 1 WHERE id = $1")
+                    .bind(&id)
+                    .execute(&mut *conn)
+                    .await?;
             }
         }
     }

@@ -8,6 +8,7 @@ use sqlx::{AnyConnection, AnyPool, Connection};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, watch, Mutex};
 use tokio::task::JoinHandle;
+use weft_provider::InboundEvent;
 
 /// A unit of write work.
 pub enum Job {
@@ -17,6 +18,33 @@ pub enum Job {
     Claim(delivery::ClaimJob),
     Webhook(Box<webhooks::WebhookJob>),
     Admin(tenants::AdminJob),
+}
+
+impl Job {
+    /// The rows a job locks mostly belong to one message or one customer: this names them.
+    /// PostgreSQL writers run their batches in key order, so two batches that touch the same
+    /// messages take the row locks in the same order and cannot deadlock (a deadlock costs
+    /// PostgreSQL's `deadlock_timeout`, 1 s by default, and a retry).
+    fn lock_key(&self) -> String {
+        use crate::threading::contacts::normalize;
+        match self {
+            Job::Accept(j) => j.msg.identity.clone(),
+            Job::Begin(j) => j.message_id.clone(),
+            Job::End(j) => j.message_id.clone(),
+            Job::Webhook(j) => match j.events.first() {
+                Some(InboundEvent::Status(s)) => s
+                    .correlation
+                    .message_id
+                    .clone()
+                    .unwrap_or_else(|| s.provider_message_id.clone()),
+                Some(InboundEvent::Message(m)) => normalize(&m.from),
+                Some(InboundEvent::Call(c)) => normalize(&c.from),
+                Some(InboundEvent::Consent(c)) => normalize(&c.address),
+                None => String::new(),
+            },
+            Job::Claim(_) | Job::Admin(_) => String::new(),
+        }
+    }
 }
 
 /// What a job produced.
@@ -91,7 +119,7 @@ async fn run(
     batch_max: usize,
 ) {
     loop {
-        let batch = {
+        let mut batch = {
             let mut rx = rx.lock().await;
             let first = if *stop.borrow() {
                 rx.try_recv().ok()
@@ -111,6 +139,10 @@ async fn run(
             }
             batch
         };
+        if backend == Backend::Postgres {
+            // Stable: jobs of one message keep their arrival order.
+            batch.sort_by_cached_key(|e| e.job.lock_key());
+        }
         run_batch(&pool, backend, batch).await;
     }
 }

@@ -1,6 +1,7 @@
 //! Contacts, identities and open conversations as threading and accept need them.
 
 use crate::domain::ids::{self, IdKind};
+use crate::store::script::Script;
 use sqlx::{AnyConnection, Row};
 
 /// Normalizes an address into identity form: `tel:+E164` for phone numbers (also WhatsApp
@@ -55,25 +56,28 @@ pub async fn contact_for(
         return Ok(c);
     }
     let contact = ids::new_id(IdKind::Contact);
-    sqlx::query("INSERT INTO contacts (id, tenant_id, created_at) VALUES ($1, $2, $3)")
-        .bind(&contact)
-        .bind(tenant_id)
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
-    let inserted = sqlx::query(
+    let mut script = Script::new();
+    script.add(
+        "INSERT INTO contacts (id, tenant_id, created_at) VALUES ($1, $2, $3)",
+        vec![(&contact).into(), tenant_id.into(), now.into()],
+    );
+    let identity_insert = script.add(
         "INSERT INTO identities (id, tenant_id, contact_id, address, valid_from, created_at) VALUES ($1, $2, $3, $4, $5, $6)
          ON CONFLICT (tenant_id, address) WHERE valid_to IS NULL DO NOTHING",
-    )
-    .bind(ids::new_id(IdKind::Identity))
-    .bind(tenant_id)
-    .bind(&contact)
-    .bind(identity)
-    .bind(now)
-    .bind(now)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
+        vec![
+            ids::new_id(IdKind::Identity).into(),
+            tenant_id.into(),
+            (&contact).into(),
+            identity.into(),
+            now.into(),
+            now.into(),
+        ],
+    );
+    let inserted = script
+        .run(&mut *conn)
+        .await?
+        .get(identity_insert)
+        .map_or(0, |o| o.rows_affected);
     if inserted == 1 {
         return Ok(contact);
     }

@@ -1,0 +1,229 @@
+//! Several statements in one round trip where the engine allows it.
+//!
+//! Every statement sqlx runs on SQLite is a hand-off to the connection's worker thread and
+//! back; on the hot path (accept → attempt → receipts) those hand-offs, not SQLite, were most
+//! of weft's CPU time. A [`Script`] collects statements that need no Rust decision between
+//! them and sends them as one multi-statement query: one hand-off for all. sqlx's SQLite
+//! driver binds `$N` parameters by their number across all statements of such a query, so
+//! each statement's own `$1…$k` are renumbered onto one shared argument list.
+//!
+//! PostgreSQL's extended protocol takes one statement per query, so there the statements
+//! run one after another (same transaction, same results).
+
+use futures::TryStreamExt;
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Either, Executor};
+
+/// A bind value.
+#[derive(Debug, Clone)]
+pub enum Val {
+    Text(Option<String>),
+    Int(Option<i64>),
+}
+
+impl From<&str> for Val {
+    fn from(v: &str) -> Val {
+        Val::Text(Some(v.to_string()))
+    }
+}
+
+impl From<&String> for Val {
+    fn from(v: &String) -> Val {
+        Val::Text(Some(v.clone()))
+    }
+}
+
+impl From<String> for Val {
+    fn from(v: String) -> Val {
+        Val::Text(Some(v))
+    }
+}
+
+impl From<Option<&str>> for Val {
+    fn from(v: Option<&str>) -> Val {
+        Val::Text(v.map(str::to_string))
+    }
+}
+
+impl From<&Option<String>> for Val {
+    fn from(v: &Option<String>) -> Val {
+        Val::Text(v.clone())
+    }
+}
+
+impl From<Option<String>> for Val {
+    fn from(v: Option<String>) -> Val {
+        Val::Text(v)
+    }
+}
+
+impl From<i64> for Val {
+    fn from(v: i64) -> Val {
+        Val::Int(Some(v))
+    }
+}
+
+impl From<Option<i64>> for Val {
+    fn from(v: Option<i64>) -> Val {
+        Val::Int(v)
+    }
+}
+
+/// What one statement of a script produced.
+#[derive(Default)]
+pub struct Out {
+    pub rows_affected: u64,
+    pub rows: Vec<AnyRow>,
+}
+
+/// Statements to run in order, in the caller's transaction.
+#[derive(Debug, Default)]
+pub struct Script {
+    stmts: Vec<(String, Vec<Val>)>,
+}
+
+impl Script {
+    pub fn new() -> Script {
+        Script::default()
+    }
+
+    /// Adds a statement; its parameters are numbered `$1…$k` as if it ran alone.
+    pub fn add(&mut self, sql: impl Into<String>, args: Vec<Val>) -> usize {
+        self.stmts.push((sql.into(), args));
+        self.stmts.len() - 1
+    }
+
+    /// Runs the statements; one [`Out`] per statement, in order.
+    pub async fn run(self, conn: &mut AnyConnection) -> Result<Vec<Out>, sqlx::Error> {
+        if self.stmts.is_empty() {
+            return Ok(Vec::new());
+        }
+        match conn.backend_name() {
+            "SQLite" if self.stmts.len() > 1 => {
+                let mut sql = String::new();
+                let mut args = Vec::new();
+                for (s, a) in self.stmts {
+                    renumber(&s, args.len(), &mut sql);
+                    sql.push_str(";\n");
+                    args.extend(a);
+                }
+                run_one(conn, &sql, args).await
+            }
+            _ => {
+                let mut out = Vec::with_capacity(self.stmts.len());
+                for (s, a) in self.stmts {
+                    out.extend(run_one(conn, &s, a).await?);
+                }
+                Ok(out)
+            }
+        }
+    }
+}
+
+async fn run_one(
+    conn: &mut AnyConnection,
+    sql: &str,
+    args: Vec<Val>,
+) -> Result<Vec<Out>, sqlx::Error> {
+    let mut q = sqlx::query(sql);
+    for v in args {
+        q = match v {
+            Val::Text(t) => q.bind(t),
+            Val::Int(i) => q.bind(i),
+        };
+    }
+    let mut out = Vec::new();
+    let mut current = Out::default();
+    let mut stream = conn.fetch_many(q);
+    while let Some(step) = stream.try_next().await? {
+        match step {
+            Either::Right(row) => current.rows.push(row),
+            Either::Left(done) => {
+                current.rows_affected = done.rows_affected();
+                out.push(std::mem::take(&mut current));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Appends `sql` to `into` with every `$N` outside string literals shifted by `offset`.
+fn renumber(sql: &str, offset: usize, into: &mut String) {
+    use std::fmt::Write;
+    let bytes = sql.as_bytes();
+    let mut quoted = false;
+    let mut copied = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\'' => quoted = !quoted,
+            b'$' if !quoted => {
+                let start = i + 1;
+                let mut end = start;
+                while end < bytes.len() && bytes[end].is_ascii_digit() {
+                    end += 1;
+                }
+                if let Ok(n) = sql[start..end].parse::<usize>() {
+                    into.push_str(&sql[copied..start]);
+                    let _ = write!(into, "{}", n + offset);
+                    copied = end;
+                }
+                i = end;
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    into.push_str(&sql[copied..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renumbering_shifts_parameters_but_not_literals() {
+        let mut s = String::new();
+        renumber("UPDATE t SET a = $1, b = '$2' WHERE id = $12", 3, &mut s);
+        assert_eq!(s, "UPDATE t SET a = $4, b = '$2' WHERE id = $15");
+        let mut s = String::new();
+        renumber("SELECT $1 || 'it''s $1'", 0, &mut s);
+        assert_eq!(s, "SELECT $1 || 'it''s $1'");
+    }
+
+    #[tokio::test]
+    async fn one_out_per_statement_with_shared_numbering_on_sqlite() {
+        use sqlx::{Connection, Row};
+        sqlx::any::install_default_drivers();
+        let mut conn = AnyConnection::connect("sqlite::memory:")
+            .await
+            .expect("connect");
+        sqlx::query("CREATE TABLE t (id TEXT PRIMARY KEY, n INTEGER)")
+            .execute(&mut conn)
+            .await
+            .expect("create");
+        let mut s = Script::new();
+        s.add(
+            "INSERT INTO t (id, n) VALUES ($1, $2)",
+            vec!["a".into(), 1i64.into()],
+        );
+        s.add(
+            "INSERT INTO t (id, n) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
+            vec!["a".into(), 2i64.into()],
+        );
+        s.add(
+            "UPDATE t SET n = n + $1 WHERE id = $2 RETURNING n",
+            vec![10i64.into(), "a".into()],
+        );
+        s.add("SELECT id FROM t WHERE n > $1", vec![Val::Int(None)]);
+        let out = s.run(&mut conn).await.expect("run");
+        assert_eq!(out.len(), 4);
+        assert_eq!(out[0].rows_affected, 1);
+        assert_eq!(out[1].rows_affected, 0);
+        assert_eq!(out[2].rows.len(), 1);
+        assert_eq!(out[2].rows[0].try_get::<i64, _>("n").expect("n"), 11);
+        // NULL compares as unknown: no rows, and the statement still has its own Out.
+        assert!(out[3].rows.is_empty());
+    }
+}
