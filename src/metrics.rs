@@ -22,6 +22,7 @@ pub const ACCEPT_TO_DELIVERED: &str = "weft_accept_to_delivered_seconds";
 pub const BUILD_INFO: &str = "weft_build_info";
 pub const STORE_BATCH_SIZE: &str = "weft_store_batch_size";
 pub const WEBHOOK_EVENTS_PARKED: &str = "weft_webhook_events_parked";
+pub const DISPATCH_THROTTLED: &str = "weft_dispatch_throttled_total";
 
 /// Outcome label of `weft_dispatch_attempts_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,6 +161,10 @@ fn describe() {
     describe_gauge!(
         BUILD_INFO,
         "Always 1; the version label names the running build."
+    );
+    describe_counter!(
+        DISPATCH_THROTTLED,
+        "Messages put back in the outbox for a later slot by a rate limit, by connection and limit (connection or sender)."
     );
     describe_histogram!(
         STORE_BATCH_SIZE,

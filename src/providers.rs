@@ -3,6 +3,7 @@
 
 use crate::config::{BreakerConfig, Connection, RouteConfig};
 use crate::policy::breaker::Breaker;
+use crate::policy::pace::{KeyedPacer, Pacer};
 use crate::policy::routing::{Route, Target};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use std::collections::HashMap;
@@ -33,6 +34,9 @@ pub struct Live {
     pub limiter: Option<DefaultDirectRateLimiter>,
     /// Per-sender limit (carriers cap each long code / short code).
     pub sender_limiter: Option<DefaultKeyedRateLimiter<String>>,
+    /// Future send slots for messages the limiters turned away (see [`crate::policy::pace`]).
+    pub pacer: Option<Pacer>,
+    pub sender_pacer: Option<KeyedPacer>,
     pub breaker: Breaker,
 }
 
@@ -96,24 +100,22 @@ impl Registry {
         let mut ordered = Vec::new();
         for c in conns {
             let provider = build(&c.spec)?;
-            let limiter = c
-                .rate_limit_per_second
-                .and_then(NonZeroU32::new)
-                .map(|n| RateLimiter::direct(Quota::per_second(n)));
+            let rate = c.rate_limit_per_second.and_then(NonZeroU32::new);
+            let limiter = rate.map(|n| RateLimiter::direct(Quota::per_second(n)));
             let b = Breaker::new(
                 &c.spec.id,
                 breaker.failure_threshold,
                 Duration::from_secs(breaker.open_seconds),
             );
-            let sender_limiter = c
-                .sender_rate_limit_per_second
-                .and_then(NonZeroU32::new)
-                .map(|n| RateLimiter::keyed(Quota::per_second(n)));
+            let sender_rate = c.sender_rate_limit_per_second.and_then(NonZeroU32::new);
+            let sender_limiter = sender_rate.map(|n| RateLimiter::keyed(Quota::per_second(n)));
             let live = Arc::new(Live {
                 spec: c.spec,
                 provider,
                 limiter,
                 sender_limiter,
+                pacer: rate.map(Pacer::new),
+                sender_pacer: sender_rate.map(KeyedPacer::new),
                 breaker: b,
             });
             by_id.insert(live.spec.id.clone(), live.clone());

@@ -236,25 +236,41 @@ pub(super) async fn process(inner: &Inner, mut item: DispatchItem, _tries: i64) 
     }
     // A throttled connection must not hold a send slot while it waits, or a backlog on it
     // would take every slot and stall every other connection: a short wait is slept, a
-    // longer one puts the message back in the outbox until the limiter has room.
+    // longer one puts the message back in the outbox for a reserved future slot (so a large
+    // backlog is re-queued once, not churned through the store every few milliseconds).
     let mut naps = 0;
-    loop {
-        let wait = throttle_wait(&live, sender.as_deref());
-        if wait.is_zero() {
-            break;
-        }
+    while let Some(blocked) = throttled(&live, sender.as_deref(), item.policy.bulk) {
         naps += 1;
-        if wait > MAX_THROTTLE_SLEEP || naps > 5 {
+        if blocked.wait > MAX_THROTTLE_SLEEP || naps > 5 {
             live.breaker.release();
+            let now = now_ms();
+            let earliest = now + i64::try_from(blocked.wait.as_millis()).unwrap_or(1000);
+            let bulk = item.policy.bulk;
+            let retry_at = match (blocked.by_sender, &live.sender_pacer, &sender, &live.pacer) {
+                (true, Some(p), Some(s), _) => p.reserve(s, now, earliest, bulk),
+                (false, _, _, Some(p)) => p.reserve(now, earliest, bulk),
+                _ => earliest,
+            };
+            let limit = if blocked.by_sender {
+                "sender"
+            } else {
+                "connection"
+            };
+            ::metrics::counter!(metrics::DISPATCH_THROTTLED, "connection" => live.id().to_string(), "limit" => limit)
+                .increment(1);
             let r = AttemptResult::Retry {
-                retry_at: now_ms() + i64::try_from(wait.as_millis()).unwrap_or(1000),
+                retry_at,
                 outcome: "throttled",
                 code: None,
-                detail: "connection rate limit".into(),
+                detail: if blocked.by_sender {
+                    "sender rate limit".into()
+                } else {
+                    "connection rate limit".into()
+                },
             };
             return end_without_attempt(inner, &item, r).await;
         }
-        tokio::time::sleep(wait).await;
+        tokio::time::sleep(blocked.wait).await;
     }
     send(inner, item, live, sender, sender_identity).await;
 }
@@ -262,26 +278,57 @@ pub(super) async fn process(inner: &Inner, mut item: DispatchItem, _tries: i64) 
 /// Longest rate-limit wait a worker sleeps through while holding a send slot.
 const MAX_THROTTLE_SLEEP: Duration = Duration::from_millis(20);
 
-/// How long until the connection's (and the sender's) rate limit admits one more send;
-/// zero when it admits one now (and that cell is taken).
-fn throttle_wait(live: &Live, sender: Option<&str>) -> Duration {
-    use governor::clock::{Clock, DefaultClock};
-    let clock = DefaultClock::default();
+/// Which limiter turned a send away, and for how long at least.
+struct Blocked {
+    wait: Duration,
+    by_sender: bool,
+}
+
+/// `None` when the connection's (and the sender's) rate limit admits one more send now
+/// (and that cell is taken). Bulk holds back while transactional messages wait for slots.
+fn throttled(live: &Live, sender: Option<&str>, bulk: bool) -> Option<Blocked> {
+    if bulk {
+        let now = now_ms();
+        let ms = |v: i64| Duration::from_millis(u64::try_from(v).unwrap_or(1));
+        if let Some(w) = live.pacer.as_ref().and_then(|p| p.bulk_yield(now)) {
+            return Some(Blocked {
+                wait: ms(w),
+                by_sender: false,
+            });
+        }
+        if let (Some(p), Some(s)) = (&live.sender_pacer, sender) {
+            if let Some(w) = p.bulk_yield(s, now) {
+                return Some(Blocked {
+                    wait: ms(w),
+                    by_sender: true,
+                });
+            }
+        }
+    }
+    // The clock is made only when a limiter says no: making one probes the CPU (cpuid).
+    let wait = |not_until: governor::NotUntil<governor::clock::QuantaInstant>| {
+        use governor::clock::{Clock, DefaultClock};
+        not_until
+            .wait_time_from(DefaultClock::default().now())
+            .max(Duration::from_millis(1))
+    };
     if let Some(l) = &live.limiter {
         if let Err(not_until) = l.check() {
-            return not_until
-                .wait_time_from(clock.now())
-                .max(Duration::from_millis(1));
+            return Some(Blocked {
+                wait: wait(not_until),
+                by_sender: false,
+            });
         }
     }
     if let (Some(l), Some(s)) = (&live.sender_limiter, sender) {
         if let Err(not_until) = l.check_key(&s.to_string()) {
-            return not_until
-                .wait_time_from(clock.now())
-                .max(Duration::from_millis(1));
+            return Some(Blocked {
+                wait: wait(not_until),
+                by_sender: true,
+            });
         }
     }
-    Duration::ZERO
+    None
 }
 
 async fn send(

@@ -2,4 +2,5 @@
 
 pub mod breaker;
 pub mod consent;
+pub mod pace;
 pub mod routing;

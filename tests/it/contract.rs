@@ -23,6 +23,8 @@ const INTERNAL_METRICS: &[&str] = &[
     "weft_store_batch_size",
     // provider webhook events parked until their message is known
     "weft_webhook_events_parked",
+    // messages a rate limit put back in the outbox for a later slot
+    "weft_dispatch_throttled_total",
 ];
 
 /// Labels Prometheus itself puts on histogram samples.
