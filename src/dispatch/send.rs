@@ -312,19 +312,21 @@ fn throttled(live: &Live, sender: Option<&str>, bulk: bool) -> Option<Blocked> {
             .wait_time_from(DefaultClock::default().now())
             .max(Duration::from_millis(1))
     };
-    if let Some(l) = &live.limiter {
-        if let Err(not_until) = l.check() {
-            return Some(Blocked {
-                wait: wait(not_until),
-                by_sender: false,
-            });
-        }
-    }
+    // The sender first: a cell the connection gives can't be given back if the sender's
+    // limit then says no, and per-sender limits are usually the tighter ones.
     if let (Some(l), Some(s)) = (&live.sender_limiter, sender) {
         if let Err(not_until) = l.check_key(&s.to_string()) {
             return Some(Blocked {
                 wait: wait(not_until),
                 by_sender: true,
+            });
+        }
+    }
+    if let Some(l) = &live.limiter {
+        if let Err(not_until) = l.check() {
+            return Some(Blocked {
+                wait: wait(not_until),
+                by_sender: false,
             });
         }
     }
