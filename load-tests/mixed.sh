@@ -13,12 +13,23 @@
 #   loaded: the same e2e while a second weft-load `accept` pushes SICK_CONCURRENCY workers at
 #           the sick route (--to-prefix +13035) for the whole e2e run; the sick backlog grows
 #           far beyond what 20/s drains, so weft holds thousands of throttled messages.
-# All "alone" runs come first (before any sick backlog exists). Prints a markdown block.
+#   control: the same as loaded, but the second generator's traffic goes to a *healthy*
+#           third connection (+1404… → "control", its own twilio-sim with no latency and the
+#           same held callbacks, no rate limit). Same offered load as "loaded"; the only
+#           difference is whether the other connection is sick, so control vs loaded is the
+#           effect of the sick connection itself (alone vs control is the cost of serving
+#           the extra API traffic at all, which a sick connection can't be blamed for).
+# All "alone" runs come first, then "control", then "loaded" (only then does a sick backlog
+# exist). Prints a markdown block.
 # Bounded; everything started is stopped on exit. Only 127.0.0.1 is contacted.
 #
-# Knobs: COUNT=10000 CONCURRENCY=64 REPEAT=2 SICK_CONCURRENCY=4 SICK_RATE=20
+# SICK_ERROR_RATE=1 makes the sick connection a *failing* one instead: its simulator answers
+# every send 500, so weft retries with back-off, the circuit opens, and the backlog waits for
+# half-open probes (set SICK_RATE high, e.g. 10000, to test failure alone).
+#
+# Knobs: COUNT=10000 CONCURRENCY=64 REPEAT=2 SICK_CONCURRENCY=4 SICK_RATE=20 SICK_ERROR_RATE=0
 #   SICK_LATENCY=200ms SICK_CALLBACK_DELAY=10m SICK_DURATION=(auto) TIMEOUT=300s LOADED_TIMEOUT=90s
-#   PORT=18180 HEALTHY_PORT=19100 SICK_PORT=19200 STEP_TIMEOUT=600 SKIP_BUILD=1 KEEP=1
+#   PORT=18180 HEALTHY_PORT=19100 SICK_PORT=19200 CONTROL_PORT=19300 STEP_TIMEOUT=600 SKIP_BUILD=1 KEEP=1
 #   LOG_LEVEL=warn OUT=dir
 set -euo pipefail
 
@@ -30,6 +41,7 @@ REPEAT=${REPEAT:-2}
 SICK_CONCURRENCY=${SICK_CONCURRENCY:-4}
 SICK_RATE=${SICK_RATE:-20}
 SICK_LATENCY=${SICK_LATENCY:-200ms}
+SICK_ERROR_RATE=${SICK_ERROR_RATE:-0}
 SICK_CALLBACK_DELAY=${SICK_CALLBACK_DELAY:-10m}
 SICK_DURATION=${SICK_DURATION:-}
 TIMEOUT=${TIMEOUT:-300s}
@@ -37,6 +49,7 @@ LOADED_TIMEOUT=${LOADED_TIMEOUT:-90s}
 PORT=${PORT:-18180}
 HEALTHY_PORT=${HEALTHY_PORT:-19100}
 SICK_PORT=${SICK_PORT:-19200}
+CONTROL_PORT=${CONTROL_PORT:-19300}
 STEP_TIMEOUT=${STEP_TIMEOUT:-600}
 SKIP_BUILD=${SKIP_BUILD:-0}
 KEEP=${KEEP:-0}
@@ -105,8 +118,8 @@ if [[ $SKIP_BUILD != 1 ]]; then
   (cd "$ROOT" && CARGO_TARGET_DIR=$TARGET_DIR bounded cargo build --release -p weft -p weft-load)
 fi
 for b in "$WEFT" "$LOAD" "$SIM"; do [[ -x $b ]] || die "missing binary $b"; done
-for p in "$PORT" "$HEALTHY_PORT" $((HEALTHY_PORT + 1)) "$SICK_PORT" $((SICK_PORT + 1)); do
-  port_free "$p" || die "port $p on 127.0.0.1 is in use; set PORT / HEALTHY_PORT / SICK_PORT"
+for p in "$PORT" "$HEALTHY_PORT" $((HEALTHY_PORT + 1)) "$SICK_PORT" $((SICK_PORT + 1)) "$CONTROL_PORT" $((CONTROL_PORT + 1)); do
+  port_free "$p" || die "port $p on 127.0.0.1 is in use; set PORT / HEALTHY_PORT / SICK_PORT / CONTROL_PORT"
 done
 
 DIR=$(mktemp -d "${TMPDIR:-/tmp}/weft-mixed-db.XXXX")
@@ -129,6 +142,10 @@ connections = ["healthy"]
 [[routes]]
 prefix = "+1303"
 connections = ["sick"]
+
+[[routes]]
+prefix = "+1404"
+connections = ["control"]
 
 [[connections]]
 id = "healthy"
@@ -153,6 +170,18 @@ rate_limit_per_second = $SICK_RATE
 [connections.credentials]
 account_sid = "$SIM_SID"
 auth_token = "$SIM_TOKEN"
+
+[[connections]]
+id = "control"
+provider = "twilio"
+tenant = "load"
+base_url = "http://127.0.0.1:$CONTROL_PORT"
+senders = ["+15005550006"]
+channels = ["sms"]
+rate_limit_per_second = 100000
+[connections.credentials]
+account_sid = "$SIM_SID"
+auth_token = "$SIM_TOKEN"
 EOF
 
 log "starting twilio-sim: healthy on $HEALTHY_PORT, sick on $SICK_PORT (latency $SICK_LATENCY, callbacks after $SICK_CALLBACK_DELAY)"
@@ -162,9 +191,14 @@ PIDS+=("$!")
 wait_http "http://127.0.0.1:$((HEALTHY_PORT + 1))/stats" 20 "$!" || die "healthy twilio-sim did not start"
 "$SIM" --port "$SICK_PORT" --control-port $((SICK_PORT + 1)) \
   --account-sid "$SIM_SID" --auth-token "$SIM_TOKEN" \
-  --latency "$SICK_LATENCY" --callback-delay "$SICK_CALLBACK_DELAY" >"$OUT/sick.sim.out" 2>"$OUT/sick.sim.err" &
+  --latency "$SICK_LATENCY" --callback-delay "$SICK_CALLBACK_DELAY" --error-rate "$SICK_ERROR_RATE" >"$OUT/sick.sim.out" 2>"$OUT/sick.sim.err" &
 PIDS+=("$!")
 wait_http "http://127.0.0.1:$((SICK_PORT + 1))/stats" 20 "$!" || die "sick twilio-sim did not start"
+"$SIM" --port "$CONTROL_PORT" --control-port $((CONTROL_PORT + 1)) \
+  --account-sid "$SIM_SID" --auth-token "$SIM_TOKEN" \
+  --callback-delay "$SICK_CALLBACK_DELAY" >"$OUT/control.sim.out" 2>"$OUT/control.sim.err" &
+PIDS+=("$!")
+wait_http "http://127.0.0.1:$((CONTROL_PORT + 1))/stats" 20 "$!" || die "control twilio-sim did not start"
 
 log "migrate, tenant, key"
 (cd "$DIR" && bounded "$WEFT" --config "$cfg" migrate) >"$OUT/admin.log" 2>&1 || die "migrate failed (see $OUT/admin.log)"
@@ -212,34 +246,40 @@ for i in $(seq 1 "$REPEAT"); do
   e2e_secs=$(($(date +%s) - start))
 done
 
-# The sick generator runs for the whole loaded e2e: longest alone run × 3 + 10 s unless set.
+# The second generator runs for the whole e2e: longest alone run × 3 + 10 s unless set.
 dur=${SICK_DURATION:-$((e2e_secs * 3 + 10))s}
-for i in $(seq 1 "$REPEAT"); do
+# One healthy e2e while a second generator pushes SICK_CONCURRENCY workers at another route.
+with_second() { # kind(control|sick) prefix control-port run-number
+  local kind=$1 prefix=$2 cport=$3 i=$4 label
+  label="healthy-with-$kind-loaded-$i"
   quiesce
-  log "[loaded #$i] sick generator: $SICK_CONCURRENCY workers at +1303 for $dur; load average $(cut -d' ' -f1-3 /proc/loadavg)"
+  log "[$kind #$i] second generator: $SICK_CONCURRENCY workers at $prefix for $dur; load average $(cut -d' ' -f1-3 /proc/loadavg)"
   # Not through bounded(): $! must be timeout's own pid so that stopping it stops weft-load.
   WEFT_API_KEY=$key timeout --kill-after=10 "$STEP_TIMEOUT" "$LOAD" accept --url "http://127.0.0.1:$PORT" \
-    --to-prefix +13035 --concurrency "$SICK_CONCURRENCY" --duration "$dur" --warmup 2s \
-    --label "sick-generator-$i" >>"$OUT/sick.jsonl" 2>"$OUT/sick-generator-$i.err" &
-  sick_pid=$!
-  PIDS+=("$sick_pid")
+    --to-prefix "$prefix" --concurrency "$SICK_CONCURRENCY" --duration "$dur" --warmup 2s \
+    --label "$kind-generator-$i" >>"$OUT/second.jsonl" 2>"$OUT/$kind-generator-$i.err" &
+  second_pid=$!
+  PIDS+=("$second_pid")
   sleep 4
-  healthy_e2e "healthy-with-sick-loaded-$i" "$LOADED_TIMEOUT"
-  if kill -0 "$sick_pid" 2>/dev/null; then
-    log "[loaded #$i] healthy e2e finished while the sick generator still ran (good)"
+  healthy_e2e "$label" "$LOADED_TIMEOUT"
+  if kill -0 "$second_pid" 2>/dev/null; then
+    log "[$kind #$i] healthy e2e finished while the second generator still ran (good)"
   else
-    log "[loaded #$i] note: the sick generator ended before the healthy e2e did"
+    log "[$kind #$i] note: the second generator ended before the healthy e2e did"
   fi
-  wait "$sick_pid" || log "[loaded #$i] sick generator exited non-zero"
-  log "[loaded #$i] sick twilio-sim: $(sim_stats $((SICK_PORT + 1)))"
-  tail -n 8 "$OUT/sick-generator-$i.err" >&2
-done
+  wait "$second_pid" || log "[$kind #$i] second generator exited non-zero"
+  log "[$kind #$i] $kind twilio-sim: $(sim_stats $((cport + 1)))"
+  tail -n 8 "$OUT/$kind-generator-$i.err" >&2
+}
+for i in $(seq 1 "$REPEAT"); do with_second control +14045 "$CONTROL_PORT" "$i"; done
+for i in $(seq 1 "$REPEAT"); do with_second sick +13035 "$SICK_PORT" "$i"; done
 
 healthy_stats=$(sim_stats $((HEALTHY_PORT + 1)))
 sick_stats=$(sim_stats $((SICK_PORT + 1)))
+control_stats=$(sim_stats $((CONTROL_PORT + 1)))
 status_line=$(curl -fsS --max-time 5 "http://127.0.0.1:$PORT/metrics" | grep -E '^weft_(message_status_total|outbox_depth|connection_circuit_open)' || true)
 printf '%s\n' "$status_line" >"$OUT/final-metrics.txt"
-cat "$RESULTS" "$OUT/sick.jsonl" >"$OUT/all.jsonl"
+cat "$RESULTS" "$OUT/second.jsonl" >"$OUT/all.jsonl"
 
 rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
 dirty=""
@@ -250,13 +290,14 @@ cat <<EOF
 ### Mixed run $TS — weft $rev$dirty
 
 - Machine: $(nproc) CPUs, load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)
-- Command: \`SKIP_BUILD=$SKIP_BUILD COUNT=$COUNT LOADED_TIMEOUT=$LOADED_TIMEOUT CONCURRENCY=$CONCURRENCY REPEAT=$REPEAT SICK_CONCURRENCY=$SICK_CONCURRENCY SICK_RATE=$SICK_RATE SICK_LATENCY=$SICK_LATENCY SICK_CALLBACK_DELAY=$SICK_CALLBACK_DELAY load-tests/mixed.sh\`
-- sick generator duration per loaded run: $dur
+- Command: \`SKIP_BUILD=$SKIP_BUILD COUNT=$COUNT LOADED_TIMEOUT=$LOADED_TIMEOUT CONCURRENCY=$CONCURRENCY REPEAT=$REPEAT SICK_CONCURRENCY=$SICK_CONCURRENCY SICK_RATE=$SICK_RATE SICK_ERROR_RATE=$SICK_ERROR_RATE SICK_LATENCY=$SICK_LATENCY SICK_CALLBACK_DELAY=$SICK_CALLBACK_DELAY load-tests/mixed.sh\`
+- second generator ($SICK_CONCURRENCY workers) duration per control/loaded run: $dur
 
 $("$LOAD" report "$OUT/all.jsonl")
 
 healthy twilio-sim /stats: \`$healthy_stats\`
 sick twilio-sim /stats: \`$sick_stats\`
+control twilio-sim /stats: \`$control_stats\`
 
 Raw JSON lines: \`$OUT/all.jsonl\`; final status counters: \`$OUT/final-metrics.txt\`
 EOF
