@@ -90,7 +90,7 @@ async fn destination(inner: &Inner, item: &DispatchItem) -> Option<String> {
 }
 
 #[tracing::instrument(skip_all, fields(message_id = %item.message_id, conversation_id = %item.conversation_id))]
-pub(super) async fn process(inner: &Inner, mut item: DispatchItem, _tries: i64) {
+pub(super) async fn process(inner: &Inner, mut item: DispatchItem, tries: i64) {
     let now = now_ms();
     if item.policy.valid_until.is_some_and(|v| v <= now) {
         let r = AttemptResult::Final {
@@ -150,7 +150,18 @@ pub(super) async fn process(inner: &Inner, mut item: DispatchItem, _tries: i64) 
         );
         return end_without_attempt(inner, &item, r).await;
     }
-    let Some(live) = routes.iter().find(|l| l.breaker.allow()).cloned() else {
+    // Each connection of the route gets `max_attempts` tries in turn: once they are used up
+    // on one, the message fails over to the next (an open circuit is skipped).
+    let first = usize::try_from(tries / i64::from(inner.cfg.max_attempts.max(1))).unwrap_or(0);
+    let route_len = routes.len();
+    let Some(live) = routes
+        .iter()
+        .cycle()
+        .skip(first % route_len)
+        .take(route_len)
+        .find(|l| l.breaker.allow())
+        .cloned()
+    else {
         // Every connection of the route has an open circuit: wait for a probe window.
         let r = AttemptResult::Retry {
             retry_at: now + i64::try_from(inner.breaker_open_ms).unwrap_or(30_000),
@@ -272,7 +283,7 @@ pub(super) async fn process(inner: &Inner, mut item: DispatchItem, _tries: i64) 
         }
         tokio::time::sleep(blocked.wait).await;
     }
-    send(inner, item, live, sender, sender_identity).await;
+    send(inner, item, live, sender, sender_identity, route_len).await;
 }
 
 /// Longest rate-limit wait a worker sleeps through while holding a send slot.
@@ -339,6 +350,7 @@ async fn send(
     live: std::sync::Arc<Live>,
     sender: Option<String>,
     sender_identity: Option<String>,
+    route_len: usize,
 ) {
     let attempt_id = ids::new_id(ids::IdKind::Attempt);
     let now = now_ms();
@@ -405,7 +417,7 @@ async fn send(
                 .filter(|_| has_next(&item))
                 .map(|ms| now + ms),
         },
-        Err(e) => classify(&inner.cfg, &item, &e, tries, now),
+        Err(e) => classify(&inner.cfg, &item, &e, tries, route_len, now),
     };
     if let AttemptResult::Retry { detail, .. } = &result {
         tracing::info!(attempt = tries, provider, to = %crate::telemetry::redact(&item.to), %detail, "Send failed; will retry.");
@@ -429,12 +441,14 @@ async fn send(
     record_end(inner, end).await;
 }
 
-/// What a failed send means for the message.
+/// What a failed send means for the message; `tries` counts this one, `route_len` is the
+/// number of connections the route offers (each gets `max_attempts`).
 fn classify(
     cfg: &DispatchConfig,
     item: &DispatchItem,
     e: &SendError,
     tries: i64,
+    route_len: usize,
     now: i64,
 ) -> AttemptResult {
     let code = e.provider_code().map(str::to_string);
@@ -447,7 +461,9 @@ fn classify(
             e.detail().to_string(),
         );
     }
-    if tries >= i64::from(cfg.max_attempts) {
+    let per_connection = i64::from(cfg.max_attempts.max(1));
+    let budget = per_connection * i64::try_from(route_len.max(1)).unwrap_or(1);
+    if tries >= budget {
         let detail = format!("{} attempts failed; last: {}", tries, e.detail());
         return give_up(
             item,
@@ -457,8 +473,20 @@ fn classify(
             detail,
         );
     }
+    if tries % per_connection == 0 && !e.is_ambiguous() {
+        // This connection's tries are used up: the next one in the route, right away.
+        return AttemptResult::Retry {
+            retry_at: now,
+            outcome: "retry",
+            code,
+            detail: format!(
+                "{per_connection} attempts failed on this connection, failing over; last: {}",
+                e.detail()
+            ),
+        };
+    }
     let mut wait = backoff::delay(
-        u32::try_from(tries).unwrap_or(1),
+        u32::try_from(tries % per_connection).unwrap_or(1).max(1),
         Duration::from_millis(cfg.retry_base_ms),
         Duration::from_millis(cfg.retry_max_ms),
         e.retry_after(),

@@ -474,7 +474,7 @@ pub(crate) async fn next_channel(
     .await?;
     sqlx::query(
         "INSERT INTO outbox (message_id, available_at, tries, lease_token, lease_until, created_at, purpose) VALUES ($1, $2, 0, NULL, 0, $3, 'send')
-         ON CONFLICT (message_id) DO UPDATE SET purpose = 'send', available_at = excluded.available_at, lease_token = NULL, lease_until = 0",
+         ON CONFLICT (message_id) DO UPDATE SET purpose = 'send', available_at = excluded.available_at, lease_token = NULL, lease_until = 0, tries = 0",
     )
     .bind(message_id)
     .bind(now)

@@ -139,6 +139,75 @@ async fn outage_proxy(target: String) -> OutageProxy {
     }
 }
 
+// --- failover on exhausted retries -------------------------------------------------------------
+
+/// With a breaker that never opens, a connection that keeps failing uses up its
+/// `max_attempts` (6 in the test config) and the message fails over to the route's next
+/// connection; a route of one connection ends `failed` after its 6.
+pub(super) async fn exhausted_retries_fail_over_to_the_next_connection(backend: Backend) {
+    let sim_a = twilio_sim().await;
+    let sim_b = twilio_sim().await;
+    let sim_c = twilio_sim().await;
+    let proxy = outage_proxy(sim_a.base_url()).await;
+    let proxy_c = outage_proxy(sim_c.base_url()).await;
+    proxy.set_down(true);
+    proxy_c.set_down(true);
+    let a = conn_id(backend, "exh-a");
+    let b = conn_id(backend, "exh-b");
+    let c = conn_id(backend, "exh-c");
+    let extra = format!(
+        r#"{}{}{}
+[[routes]]
+prefix = "+1415"
+connections = ["{a}", "{b}"]
+
+[[routes]]
+prefix = "+1303"
+connections = ["{c}"]
+
+[breaker]
+failure_threshold = 1000
+open_seconds = 30
+"#,
+        twilio_conn(&a, &proxy.base_url, &sim_a, &["sms"]),
+        twilio_conn(&b, &sim_b.base_url(), &sim_b, &["sms"]),
+        twilio_conn(&c, &proxy_c.base_url, &sim_c, &["sms"]),
+    );
+    let setup = Setup {
+        twilio: false,
+        extra_toml: extra,
+        ..Setup::default()
+    };
+    let app = spawn_app(backend, setup).await;
+
+    let id = id_of(&app.send_sms(TO, "fail over after retries").await);
+    let m = app.wait_for_status(&id, "delivered", SOON).await;
+    let at = attempts(&m);
+    assert_eq!(at.len(), 7, "six tries on A, then B: {m:#}");
+    for x in &at[..6] {
+        assert_eq!(x["connection"], a.as_str(), "{m:#}");
+        assert_eq!(x["outcome"], "retry", "{m:#}");
+    }
+    assert_eq!(at[6]["connection"], b.as_str(), "{m:#}");
+    assert_eq!(at[6]["outcome"], "queued", "{m:#}");
+    assert!(
+        at[5]["error_detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("failing over")),
+        "{m:#}"
+    );
+    assert_eq!(sim_b.recorder().find_by_message(&id).len(), 1);
+    assert!(sim_a.recorder().find_by_message(&id).is_empty());
+    assert_eq!(proxy.served_503.load(Ordering::SeqCst), 6);
+
+    // Nowhere left to go: the budget is the route's, not more.
+    let lone = id_of(&app.send_sms("+13035550100", "no second connection").await);
+    let m = app.wait_for_status(&lone, "failed", SOON).await;
+    assert_eq!(attempts(&m).len(), 6, "{m:#}");
+    assert_eq!(m["error"]["reason"], "retries_exhausted", "{m:#}");
+    assert!(sim_c.recorder().find_by_message(&lone).is_empty());
+}
+
 // --- circuit breaker ---------------------------------------------------------------------------
 
 struct BreakerRig {

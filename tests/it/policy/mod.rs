@@ -34,6 +34,7 @@ use weft_twilio::simulator::{Simulator, SimulatorConfig, WhatsappInbound};
 use breaker::{
     circuit_closes_when_the_probe_is_refused_or_skipped,
     circuit_opens_fails_over_and_closes_after_recovery,
+    exhausted_retries_fail_over_to_the_next_connection,
 };
 use consent::{
     provider_opt_out_blocks_the_very_next_send, stop_on_sms_blocks_sms_only_with_channel_scope,
@@ -57,6 +58,7 @@ use senders::{
 };
 
 backend_tests!(
+    exhausted_retries_fail_over_to_the_next_connection,
     country_and_prefix_routes_pick_the_connection,
     weights_split_traffic_seventy_thirty,
     circuit_opens_fails_over_and_closes_after_recovery,
