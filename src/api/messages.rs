@@ -44,6 +44,11 @@ pub struct SendRequest {
     pub callback_url: Option<String>,
     /// Seconds without `delivered` before the next `fallback` channel is tried.
     pub fallback_after: Option<u64>,
+    /// Per-step success criteria: what a channel's step must reach within `fallback_after`
+    /// for the message not to move on — `sent`, `delivered` (the default) or `read`, by
+    /// channel, e.g. `{"whatsapp": "read", "telegram": "sent"}`.
+    #[schema(value_type = Option<Object>)]
+    pub fallback_success: Option<std::collections::BTreeMap<String, String>>,
     /// Send through this connection only (its id).
     pub connection: Option<String>,
     /// RFC 3339 time to send at (future sends).
@@ -127,6 +132,33 @@ fn validate(req: SendRequest, tenant: &Tenant) -> Result<NewMessage, ApiError> {
     }
     if req.fallback_after == Some(0) {
         err("fallback_after", "must be at least 1 second".into());
+    }
+    let mut fallback_success = Vec::new();
+    if let Some(map) = &req.fallback_success {
+        if req.fallback_after.is_none() {
+            err("fallback_success", "needs fallback_after".into());
+        }
+        for (c, s) in map {
+            let Ok(c) = Channel::from_str(c) else {
+                err("fallback_success", format!("{c}: not a channel"));
+                continue;
+            };
+            if Some(c) != channel && !fallback.contains(&c) {
+                err(
+                    "fallback_success",
+                    format!("{c} is not a step of this message"),
+                );
+            }
+            match s.as_str() {
+                "sent" => fallback_success.push((c, DeliveryStatus::Sent)),
+                "delivered" => fallback_success.push((c, DeliveryStatus::Delivered)),
+                "read" => fallback_success.push((c, DeliveryStatus::Read)),
+                _ => err(
+                    "fallback_success",
+                    format!("{c}: must be sent, delivered or read"),
+                ),
+            }
+        }
     }
     let now = now_ms();
     let mut time = |field: &str, v: &Option<String>| match v {
@@ -225,6 +257,7 @@ fn validate(req: SendRequest, tenant: &Tenant) -> Result<NewMessage, ApiError> {
         policy: SendPolicy {
             pinned_connection: req.connection,
             fallback,
+            fallback_success,
             fallback_after_ms: req
                 .fallback_after
                 .map(|s| i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX / 4)),

@@ -102,7 +102,8 @@ pub(super) async fn process(inner: &Inner, mut item: DispatchItem, tries: i64) {
         return end_without_attempt(inner, &item, r).await;
     }
     if item.purpose == Purpose::FallbackCheck {
-        // The claim only hands these over while the message is not delivered.
+        // The claim only hands these over while the step has not reached its bar
+        // (`delivered`, or what `fallback_success` says).
         if has_next(&item) {
             let r = AttemptResult::NextChannel {
                 reason: "no_delivery",

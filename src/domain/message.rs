@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use weft_provider::{Channel, Template};
+use weft_provider::{Channel, DeliveryStatus, Template};
 
 /// A message about to be stored by `POST /v1/messages`.
 #[derive(Debug, Clone)]
@@ -79,6 +79,9 @@ pub struct SendPolicy {
     pub fallback: Vec<Channel>,
     /// Move to the next channel when no `delivered` arrives within this long.
     pub fallback_after_ms: Option<i64>,
+    /// What a step must reach within `fallback_after` (`sent`, `delivered` or `read`) where
+    /// it is not `delivered`, by channel.
+    pub fallback_success: Vec<(Channel, DeliveryStatus)>,
     pub send_at: Option<i64>,
     /// Undelivered by then: `expired`.
     pub valid_until: Option<i64>,
@@ -97,6 +100,45 @@ impl SendPolicy {
         usize::try_from(step - 1)
             .ok()
             .and_then(|i| self.fallback.get(i).copied())
+    }
+
+    /// What a step on `channel` must reach for the message not to move on.
+    pub fn success_on(&self, channel: Channel) -> DeliveryStatus {
+        self.fallback_success
+            .iter()
+            .find(|(c, _)| *c == channel)
+            .map_or(DeliveryStatus::Delivered, |(_, s)| *s)
+    }
+
+    /// `fallback_success` as stored (a JSON object), `None` when empty.
+    pub fn fallback_success_json(&self) -> Option<String> {
+        if self.fallback_success.is_empty() {
+            return None;
+        }
+        let map: serde_json::Map<String, serde_json::Value> = self
+            .fallback_success
+            .iter()
+            .map(|(c, s)| (c.as_str().to_string(), s.as_str().into()))
+            .collect();
+        Some(serde_json::Value::Object(map).to_string())
+    }
+
+    /// Reads [`SendPolicy::fallback_success_json`] back (unknown entries are skipped).
+    pub fn parse_fallback_success(json: Option<&str>) -> Vec<(Channel, DeliveryStatus)> {
+        use std::str::FromStr;
+        let Some(map) = json.and_then(|j| {
+            serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(j).ok()
+        }) else {
+            return Vec::new();
+        };
+        map.iter()
+            .filter_map(|(c, s)| {
+                Some((
+                    Channel::from_str(c).ok()?,
+                    DeliveryStatus::from_str(s.as_str()?).ok()?,
+                ))
+            })
+            .collect()
     }
 }
 

@@ -116,7 +116,7 @@ pub async fn claim(
         };
         let Some(m) = sqlx::query(
             "SELECT tenant_id, conversation_id, channel, to_addr, from_addr, body, subject, template, status, created_at,
-                    pinned_connection, fallback, fallback_after_ms, send_at, valid_until, priority, kind, channel_step
+                    pinned_connection, fallback, fallback_after_ms, send_at, valid_until, priority, kind, channel_step, fallback_success
              FROM messages WHERE id = $1",
         )
         .bind(&id)
@@ -127,11 +127,43 @@ pub async fn claim(
             continue;
         };
         let status: String = m.try_get("status")?;
-        let ended = DeliveryStatus::from_str(&status)
-            .map(|s| s.is_final())
-            .unwrap_or(true);
-        if ended {
-            // Delivered, read, or ended badly: nothing left to do.
+        let step: i64 = m.try_get("channel_step")?;
+        let channel: String = m.try_get("channel")?;
+        let Ok(first) = Channel::from_str(&channel) else {
+            continue;
+        };
+        let policy = SendPolicy {
+            pinned_connection: m.try_get("pinned_connection")?,
+            fallback: super::json_col::<Vec<Channel>>(&m, "fallback").unwrap_or_default(),
+            fallback_after_ms: m.try_get("fallback_after_ms")?,
+            fallback_success: SendPolicy::parse_fallback_success(
+                m.try_get::<Option<String>, _>("fallback_success")?
+                    .as_deref(),
+            ),
+            send_at: m.try_get("send_at")?,
+            valid_until: m.try_get("valid_until")?,
+            bulk: m.try_get::<i64, _>("priority")? != 0,
+            kind: m.try_get("kind")?,
+        };
+        let Some(current) = policy.channel_at(first, step) else {
+            continue;
+        };
+        // Ended badly, or already reached what this step needed (a fallback check) or what the
+        // step before needed (a send after moving on, when the earlier channel's receipt came
+        // late): nothing left to do. A step's bar is `delivered` unless `fallback_success`
+        // says `sent` or `read`.
+        let Ok(now_status) = DeliveryStatus::from_str(&status) else {
+            delete_outbox(conn, &id).await?;
+            continue;
+        };
+        let reached = |c: Channel| now_status.rank() >= policy.success_on(c).rank();
+        let done = now_status.is_failure()
+            || match purpose {
+                Purpose::FallbackCheck => reached(current),
+                Purpose::Send if step == 0 => now_status.is_final(),
+                Purpose::Send => policy.channel_at(first, step - 1).is_some_and(reached),
+            };
+        if done {
             delete_outbox(conn, &id).await?;
             continue;
         }
@@ -162,27 +194,10 @@ pub async fn claim(
         }
         // A send row of the first step whose message a provider already took (reconciled
         // by a callback): nothing to send.
-        let step: i64 = m.try_get("channel_step")?;
         if purpose == Purpose::Send && step == 0 && status != "accepted" {
             delete_outbox(conn, &id).await?;
             continue;
         }
-        let channel: String = m.try_get("channel")?;
-        let Ok(first) = Channel::from_str(&channel) else {
-            continue;
-        };
-        let policy = SendPolicy {
-            pinned_connection: m.try_get("pinned_connection")?,
-            fallback: super::json_col::<Vec<Channel>>(&m, "fallback").unwrap_or_default(),
-            fallback_after_ms: m.try_get("fallback_after_ms")?,
-            send_at: m.try_get("send_at")?,
-            valid_until: m.try_get("valid_until")?,
-            bulk: m.try_get::<i64, _>("priority")? != 0,
-            kind: m.try_get("kind")?,
-        };
-        let Some(current) = policy.channel_at(first, step) else {
-            continue;
-        };
         out.push(Claimed {
             tries,
             item: DispatchItem {

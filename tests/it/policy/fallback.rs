@@ -270,3 +270,70 @@ pub(super) async fn fallback_whatsapp_to_sms_on_timeout_and_late_receipt_is_only
     assert_eq!(wa.recorder().find_by_message(&id).len(), 1);
     assert_eq!(app.sim().recorder().find_by_message(&id).len(), 1);
 }
+
+/// `fallback_success` sets each step's bar: WhatsApp must be *read* (delivered but unread
+/// moves on to SMS), or only *sent* (then a `sent` receipt is enough and nothing moves on).
+pub(super) async fn fallback_success_criteria_per_step(b: Backend) {
+    let (app, wa) = fallback_app(b).await;
+    let to = format!("whatsapp:{CUSTOMER}");
+
+    // Bar `read`: WhatsApp says delivered within fallback_after, never read → SMS.
+    let body = json!({
+        "to": to, "body": "please confirm", "fallback": ["sms"], "fallback_after": 1,
+        "fallback_success": {"whatsapp": "read"},
+    });
+    let id = send(&app, body).await;
+    eventually("the WhatsApp message sent", SOON, || {
+        !wa.recorder().find_by_message(&id).is_empty()
+    })
+    .await;
+    wa_status(&wa, &id, "delivered", None).await;
+    let m = app
+        .wait_until(&id, SOON, "the SMS step sent", |m| {
+            attempts(m).iter().any(|a| a["channel"] == "sms")
+        })
+        .await;
+    assert_eq!(m["status"], "delivered", "{m:#}");
+    let at = attempts(&m);
+    assert_eq!(at.len(), 2, "{m:#}");
+    assert_eq!(at[1]["connection"], TWILIO_CONN, "{m:#}");
+    assert_eq!(app.sim().recorder().find_by_message(&id).len(), 1);
+    assert!(
+        m["status_history"]
+            .as_array()
+            .is_some_and(|h| h.iter().any(|e| e["raw_status"] == "fallback: no_delivery")),
+        "{m:#}"
+    );
+
+    // Bar `sent`: a `sent` receipt is success; no SMS, however long we wait.
+    let body = json!({
+        "to": to, "body": "fyi", "fallback": ["sms"], "fallback_after": 1,
+        "fallback_success": {"whatsapp": "sent"},
+    });
+    let id = send(&app, body).await;
+    eventually("the WhatsApp message sent", SOON, || {
+        !wa.recorder().find_by_message(&id).is_empty()
+    })
+    .await;
+    wa_status(&wa, &id, "sent", None).await;
+    app.wait_for_status(&id, "sent", SOON).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let m = app.get_message(&id).await;
+    assert_eq!(
+        attempts(&m).len(),
+        1,
+        "no fallback after a sent receipt: {m:#}"
+    );
+    assert!(app.sim().recorder().find_by_message(&id).is_empty());
+
+    // Bad criteria are a 422 naming the field; nothing is stored.
+    let bad = [
+        json!({"to": to, "body": "x", "fallback": ["sms"], "fallback_success": {"whatsapp": "read"}}),
+        json!({"to": to, "body": "x", "fallback": ["sms"], "fallback_after": 5, "fallback_success": {"email": "read"}}),
+        json!({"to": to, "body": "x", "fallback": ["sms"], "fallback_after": 5, "fallback_success": {"whatsapp": "seen"}}),
+        json!({"to": to, "body": "x", "fallback": ["sms"], "fallback_after": 5, "fallback_success": {"pigeon": "sent"}}),
+    ];
+    for body in bad {
+        super::limits::send_invalid(&app, body, "fallback_success").await;
+    }
+}

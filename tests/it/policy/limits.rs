@@ -8,7 +8,7 @@ use serde_json::json;
 use std::collections::BTreeSet;
 
 /// `POST /v1/messages`, insisting on 422 naming `field`.
-async fn send_invalid(app: &TestApp, body: Value, field: &str) {
+pub(super) async fn send_invalid(app: &TestApp, body: Value, field: &str) {
     let p = assert_problem(app.post_message(&body).await, 422, "validation").await;
     assert!(
         error_fields(&p).iter().any(|f| f == field),

@@ -41,7 +41,7 @@ use consent::{
     stop_with_contact_scope_blocks_every_channel, stop_with_sender_scope_blocks_only_that_number,
 };
 use fallback::{
-    fallback_whatsapp_to_sms_on_permanent_failure,
+    fallback_success_criteria_per_step, fallback_whatsapp_to_sms_on_permanent_failure,
     fallback_whatsapp_to_sms_on_timeout_and_late_receipt_is_only_recorded,
 };
 use limits::{
@@ -59,6 +59,7 @@ use senders::{
 
 backend_tests!(
     exhausted_retries_fail_over_to_the_next_connection,
+    fallback_success_criteria_per_step,
     country_and_prefix_routes_pick_the_connection,
     weights_split_traffic_seventy_thirty,
     circuit_opens_fails_over_and_closes_after_recovery,
