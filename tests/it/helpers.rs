@@ -652,10 +652,18 @@ pub const ORDERED: Duration = Duration::from_millis(100);
 /// A tiny HTTP front for the simulator (see [`flaky_proxy`]).
 pub struct FlakyProxy {
     pub base_url: String,
+    down: Arc<std::sync::atomic::AtomicBool>,
     pub served_503: Arc<AtomicU32>,
     /// Answers the provider gave that are being held back right now.
     pub holding: Arc<AtomicU32>,
     _task: tokio::task::JoinHandle<()>,
+}
+
+impl FlakyProxy {
+    /// While down, every request gets a 503.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
 }
 
 impl Drop for FlakyProxy {
@@ -664,9 +672,9 @@ impl Drop for FlakyProxy {
     }
 }
 
-/// A front for the simulator: the first `fail_first` requests get a 503, the others are
-/// forwarded and their answers held back for `answer_delay` (so the simulator's callbacks can
-/// overtake the answer).
+/// A front for the simulator: the first `fail_first` requests (and every request while
+/// [`FlakyProxy::set_down`] is on) get Twilio's 503, the others are forwarded and their
+/// answers held back for `answer_delay` (so the simulator's callbacks can overtake the answer).
 pub async fn flaky_proxy(target: String, fail_first: u32, answer_delay: Duration) -> FlakyProxy {
     use axum::body::Bytes;
     use axum::extract::State;
@@ -677,6 +685,7 @@ pub async fn flaky_proxy(target: String, fail_first: u32, answer_delay: Duration
     struct S {
         target: String,
         remaining: Arc<AtomicU32>,
+        down: Arc<std::sync::atomic::AtomicBool>,
         served: Arc<AtomicU32>,
         holding: Arc<AtomicU32>,
         client: reqwest::Client,
@@ -698,10 +707,10 @@ pub async fn flaky_proxy(target: String, fail_first: u32, answer_delay: Duration
         headers: AxHeaders,
         body: Bytes,
     ) -> axum::response::Response {
-        let fail = s
-            .remaining
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok();
+        let fail = s.down.load(Ordering::SeqCst)
+            || s.remaining
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
         if fail {
             s.served.fetch_add(1, Ordering::SeqCst);
             let body = json!({"code": 20503, "message": "Service Unavailable", "more_info": "https://www.twilio.com/docs/errors/20503", "status": 503});
@@ -751,9 +760,11 @@ pub async fn flaky_proxy(target: String, fail_first: u32, answer_delay: Duration
 
     let served = Arc::new(AtomicU32::new(0));
     let holding = Arc::new(AtomicU32::new(0));
+    let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let state = S {
         target,
         remaining: Arc::new(AtomicU32::new(fail_first)),
+        down: down.clone(),
         served: served.clone(),
         holding: holding.clone(),
         client: reqwest::Client::new(),
@@ -769,6 +780,7 @@ pub async fn flaky_proxy(target: String, fail_first: u32, answer_delay: Duration
     });
     FlakyProxy {
         base_url: format!("http://{addr}"),
+        down,
         served_503: served,
         holding,
         _task: task,

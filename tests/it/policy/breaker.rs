@@ -5,8 +5,7 @@
 
 use super::*;
 use serde_json::json;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 /// Twilio's magic invalid number (21211).
 const MAGIC_INVALID: &str = "+15005550001";
@@ -30,113 +29,12 @@ async fn wait_metric(app: &TestApp, series: &str, want: f64) {
     }
 }
 
-/// A front for a simulator that answers 503 (Twilio's error JSON) while `down` is set and
+/// A front for a simulator that answers 503 (Twilio's error JSON) while it is set down and
 /// forwards everything otherwise.
-struct OutageProxy {
-    base_url: String,
-    down: Arc<AtomicBool>,
-    served_503: Arc<AtomicU32>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for OutageProxy {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl OutageProxy {
-    fn set_down(&self, down: bool) {
-        self.down.store(down, Ordering::SeqCst);
-    }
-}
+type OutageProxy = FlakyProxy;
 
 async fn outage_proxy(target: String) -> OutageProxy {
-    use axum::body::Bytes;
-    use axum::extract::State;
-    use axum::http::{HeaderMap as AxHeaders, Method, StatusCode, Uri};
-    use axum::response::IntoResponse;
-
-    #[derive(Clone)]
-    struct S {
-        target: String,
-        down: Arc<AtomicBool>,
-        served: Arc<AtomicU32>,
-        client: reqwest::Client,
-    }
-
-    async fn handle(
-        State(s): State<S>,
-        method: Method,
-        uri: Uri,
-        headers: AxHeaders,
-        body: Bytes,
-    ) -> axum::response::Response {
-        if s.down.load(Ordering::SeqCst) {
-            s.served.fetch_add(1, Ordering::SeqCst);
-            let body = json!({"code": 20503, "message": "Service Unavailable", "more_info": "https://www.twilio.com/docs/errors/20503", "status": 503});
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                [("content-type", "application/json")],
-                body.to_string(),
-            )
-                .into_response();
-        }
-        let url = format!(
-            "{}{}",
-            s.target,
-            uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
-        );
-        let mut req = s
-            .client
-            .request(
-                reqwest::Method::from_bytes(method.as_str().as_bytes()).expect("method"),
-                url,
-            )
-            .body(body.to_vec());
-        for name in ["authorization", "content-type", "user-agent"] {
-            if let Some(v) = headers.get(name).and_then(|v| v.to_str().ok()) {
-                req = req.header(name, v);
-            }
-        }
-        match req.send().await {
-            Ok(r) => {
-                let status = StatusCode::from_u16(r.status().as_u16()).expect("status");
-                let ct = r
-                    .headers()
-                    .get("content-type")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("application/json")
-                    .to_string();
-                let bytes = r.bytes().await.unwrap_or_default();
-                (status, [("content-type", ct)], bytes.to_vec()).into_response()
-            }
-            Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
-        }
-    }
-
-    let down = Arc::new(AtomicBool::new(false));
-    let served = Arc::new(AtomicU32::new(0));
-    let state = S {
-        target,
-        down: down.clone(),
-        served: served.clone(),
-        client: reqwest::Client::new(),
-    };
-    let router = axum::Router::new().fallback(handle).with_state(state);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind proxy");
-    let addr = listener.local_addr().expect("proxy addr");
-    let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, router).await;
-    });
-    OutageProxy {
-        base_url: format!("http://{addr}"),
-        down,
-        served_503: served,
-        task,
-    }
+    flaky_proxy(target, 0, Duration::ZERO).await
 }
 
 // --- failover on exhausted retries -------------------------------------------------------------
