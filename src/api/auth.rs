@@ -10,6 +10,22 @@ use sha2::{Digest, Sha256};
 #[derive(Debug, Clone)]
 pub struct Tenant {
     pub id: String,
+    /// SHA-256 (hex) of the API key the request used.
+    pub key_hash: String,
+}
+
+impl Tenant {
+    /// The Standard Webhooks secret that signs this key's per-message status callbacks:
+    /// `whsec_` + base64 of the raw SHA-256 of the API key — an app that holds the key can
+    /// compute it, nothing new has to be handed out or stored in clear.
+    pub fn callback_secret(&self) -> Option<String> {
+        use base64::Engine;
+        let raw = hex::decode(&self.key_hash).ok()?;
+        Some(format!(
+            "whsec_{}",
+            base64::engine::general_purpose::STANDARD.encode(raw)
+        ))
+    }
 }
 
 /// A new random API key (shown once).
@@ -44,7 +60,7 @@ impl FromRequestParts<AppState> for Tenant {
             Some(id) => id,
             None => match state.store.tenant_for_key(&hash).await? {
                 Some(id) => {
-                    state.keys.insert(hash, id.clone());
+                    state.keys.insert(hash.clone(), id.clone());
                     id
                 }
                 None => return Err(ApiError::Unauthorized),
@@ -57,6 +73,6 @@ impl FromRequestParts<AppState> for Tenant {
                 return Err(ApiError::RateLimited(wait.as_secs().max(1)));
             }
         }
-        Ok(Tenant { id })
+        Ok(Tenant { id, key_hash: hash })
     }
 }

@@ -249,6 +249,10 @@ fn validate(req: SendRequest, tenant: &Tenant) -> Result<NewMessage, ApiError> {
             variables: req.variables.unwrap_or_default(),
         }),
         metadata: req.metadata,
+        callback_secret: req
+            .callback_url
+            .as_ref()
+            .and_then(|_| tenant.callback_secret()),
         callback_url: req.callback_url,
         encoding: seg.map(|s| s.encoding.as_str()),
         segments: seg.map(|s| s.count),

@@ -72,6 +72,37 @@ pub async fn enqueue(
     Ok(())
 }
 
+/// Where a message's own status callbacks go (`callback_url` of `POST /v1/messages`).
+pub struct Callback<'a> {
+    pub tenant_id: &'a str,
+    pub message_id: &'a str,
+    pub url: &'a str,
+    pub secret: &'a str,
+}
+
+/// Queues `event_type` for a message's `callback_url`, inside the caller's transaction; it
+/// is delivered, signed and retried like any app webhook.
+pub async fn enqueue_callback(
+    conn: &mut AnyConnection,
+    to: &Callback<'_>,
+    event_type: &str,
+    data: &serde_json::Value,
+    now_ms: i64,
+) -> Result<(), sqlx::Error> {
+    let payload = payload(event_type, now_ms, data);
+    queue::insert_callback(
+        conn,
+        to,
+        &new_id(IdKind::Event),
+        event_type,
+        &payload,
+        now_ms,
+    )
+    .await?;
+    wake().notify_waiters();
+    Ok(())
+}
+
 /// The body every endpoint receives: `{"type", "timestamp", "data"}` in that order.
 pub fn payload(event_type: &str, now_ms: i64, data: &serde_json::Value) -> String {
     let s = |v: &str| serde_json::Value::from(v).to_string();

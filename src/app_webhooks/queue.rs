@@ -121,6 +121,31 @@ pub async fn insert_delivery(
     Ok(())
 }
 
+/// A delivery to a message's own `callback_url` (no endpoint), due now.
+pub async fn insert_callback(
+    conn: &mut AnyConnection,
+    to: &super::Callback<'_>,
+    event_id: &str,
+    event_type: &str,
+    payload: &str,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO app_webhook_deliveries (id, endpoint_id, tenant_id, event_id, event_type, payload, attempts, next_attempt_at, lease_until, status, created_at, url, secret, message_id) VALUES ($1, NULL, $2, $3, $4, $5, 0, $6, 0, 'pending', $7, $8, $9, $10)")
+        .bind(format!("dlv_{}", ulid::Ulid::new()))
+        .bind(to.tenant_id)
+        .bind(event_id)
+        .bind(event_type)
+        .bind(payload)
+        .bind(now)
+        .bind(now)
+        .bind(to.url)
+        .bind(to.secret)
+        .bind(to.message_id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
 /// Leases up to `limit` due deliveries to `token` until `lease_until`.
 pub async fn claim(
     store: &Store,
@@ -171,8 +196,10 @@ pub async fn claim(
         .collect::<Vec<_>>()
         .join(", ");
     let sql = format!(
-        "SELECT d.id, d.event_id, d.payload, d.attempts, d.attempt_log, e.url, e.secret, e.deleted_at
-         FROM app_webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id WHERE d.id IN ({marks})"
+        "SELECT d.id, d.event_id, d.payload, d.attempts, d.attempt_log,
+                COALESCE(d.url, e.url) AS url, COALESCE(d.secret, e.secret) AS secret,
+                CASE WHEN d.url IS NOT NULL OR e.deleted_at IS NULL THEN 1 ELSE 0 END AS live
+         FROM app_webhook_deliveries d LEFT JOIN webhook_endpoints e ON e.id = d.endpoint_id WHERE d.id IN ({marks})"
     );
     let mut q = sqlx::query(&sql);
     for id in &ids {
@@ -193,7 +220,7 @@ pub async fn claim(
                 .unwrap_or_default(),
             url: r.try_get("url")?,
             secret: r.try_get("secret")?,
-            endpoint_live: r.try_get::<Option<i64>, _>("deleted_at")?.is_none(),
+            endpoint_live: r.try_get::<i64, _>("live")? != 0,
         });
     }
     Ok(out)

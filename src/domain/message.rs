@@ -22,6 +22,8 @@ pub struct NewMessage {
     pub template: Option<Template>,
     pub metadata: Option<serde_json::Value>,
     pub callback_url: Option<String>,
+    /// Signs the status callbacks to `callback_url` (see `api::auth::Tenant::callback_secret`).
+    pub callback_secret: Option<String>,
     pub encoding: Option<&'static str>,
     pub segments: Option<u32>,
     /// Our `Message-ID` (without brackets) for e-mail.

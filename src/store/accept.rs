@@ -117,8 +117,8 @@ pub async fn run(conn: &mut AnyConnection, job: &AcceptJob) -> Result<AcceptOutc
     let mut script = Script::new();
     script.add(
         "INSERT INTO messages (id, tenant_id, conversation_id, direction, channel, to_addr, from_addr, body, subject, template, metadata, callback_url, encoding, segments, status, created_at, updated_at, customer_identity, email_message_id,
-                               pinned_connection, fallback, fallback_after_ms, send_at, valid_until, priority, kind, fallback_success)
-         VALUES ($1, $2, $3, 'outbound', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'accepted', $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25)",
+                               pinned_connection, fallback, fallback_after_ms, send_at, valid_until, priority, kind, fallback_success, callback_secret)
+         VALUES ($1, $2, $3, 'outbound', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'accepted', $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26)",
         vec![
             (&m.id).into(),
             (&m.tenant_id).into(),
@@ -150,6 +150,7 @@ pub async fn run(conn: &mut AnyConnection, job: &AcceptJob) -> Result<AcceptOutc
             i64::from(p.bulk).into(),
             (&p.kind).into(),
             p.fallback_success_json().into(),
+            (&m.callback_secret).into(),
         ],
     );
     // A future send is left to the poller; a due one is leased to the accepting process.

@@ -36,7 +36,8 @@ pub struct ErrorFields<'a> {
 }
 
 /// The columns of a message the state machine needs.
-pub const CURRENT_COLUMNS: &str = "status, tenant_id, channel, conversation_id, created_at";
+pub const CURRENT_COLUMNS: &str =
+    "status, tenant_id, channel, conversation_id, created_at, callback_url, callback_secret";
 
 /// Applies `input` to the message; always records history. `None` if there is no such message.
 pub async fn apply(
@@ -74,6 +75,8 @@ pub async fn apply_to(
 pub struct Planned {
     change: StatusChange,
     event: Option<serde_json::Value>,
+    /// The message's own `callback_url` and its signing secret.
+    callback: Option<(String, String)>,
     at: i64,
 }
 
@@ -153,15 +156,38 @@ pub fn plan(
             moved,
             created_at: row.try_get("created_at")?,
         },
+        callback: match (
+            row.try_get::<Option<String>, _>("callback_url")?,
+            row.try_get::<Option<String>, _>("callback_secret")?,
+        ) {
+            (Some(url), Some(secret)) => Some((url, secret)),
+            _ => None,
+        },
         event,
         at: input.at,
     })
 }
 
 impl Planned {
-    /// Queues the `message.status_updated` app event (if anyone subscribed) and returns the
-    /// change. Call after the script ran.
+    /// Queues the `message.status_updated` app event (if anyone subscribed) and the
+    /// message's own status callback, and returns the change. Call after the script ran.
     pub async fn finish(self, conn: &mut AnyConnection) -> Result<StatusChange, sqlx::Error> {
+        if let (Some(data), Some((url, secret))) = (&self.event, &self.callback) {
+            let callback = crate::app_webhooks::Callback {
+                tenant_id: &self.change.tenant_id,
+                message_id: &self.change.message_id,
+                url,
+                secret,
+            };
+            crate::app_webhooks::enqueue_callback(
+                conn,
+                &callback,
+                "message.status_updated",
+                data,
+                self.at,
+            )
+            .await?;
+        }
         if let Some(data) = &self.event {
             crate::events::app_event(
                 conn,

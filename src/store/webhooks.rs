@@ -114,7 +114,7 @@ pub async fn run(
 /// the attempt's number of parts, and the message's [`status::CURRENT_COLUMNS`].
 const REF_SQL: &str = "SELECT r.message_id, r.attempt_id, r.status AS part_status,
         (SELECT COUNT(*) FROM provider_refs p WHERE p.message_id = r.message_id AND p.attempt_id = r.attempt_id) AS parts,
-        m.status, m.tenant_id, m.channel, m.conversation_id, m.created_at
+        m.status, m.tenant_id, m.channel, m.conversation_id, m.created_at, m.callback_url, m.callback_secret
     FROM provider_refs r JOIN messages m ON m.id = r.message_id
     WHERE r.connection_id = $1 AND r.provider_message_id = $2";
 

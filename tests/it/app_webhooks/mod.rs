@@ -15,6 +15,7 @@ backend_tests!(
     a_failing_receiver_gets_each_event_once,
     private_urls_are_refused_without_the_flag,
     two_replicas_deliver_each_event_once,
+    callback_url_gets_the_messages_own_signed_status_updates,
 );
 
 const ALLOW_PRIVATE: &str = "[app_webhooks]\nallow_private_urls = true\nretry_base_ms = 50\n";
@@ -483,4 +484,67 @@ async fn two_replicas_deliver_each_event_once(b: Backend) {
     assert!(ds.iter().all(|d| d["attempts"] == 1), "{ds:#?}");
     let _ = stop.send(());
     let _ = replica.await;
+}
+
+/// `callback_url` of `POST /v1/messages`: that message's status updates are POSTed there,
+/// signed with `whsec_` + base64(SHA-256 of the API key), retried like any app webhook; no
+/// endpoint is needed and other messages' updates do not go there.
+async fn callback_url_gets_the_messages_own_signed_status_updates(b: Backend) {
+    use base64::Engine;
+    use sha2::Digest;
+    let app = spawn_app(
+        b,
+        Setup {
+            extra_toml: ALLOW_PRIVATE.into(),
+            ..Setup::sandbox()
+        },
+    )
+    .await;
+    // The first try of every event gets a 500: each must still arrive, once retried.
+    let rx = receiver(1).await;
+    let secret = format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(app.key.as_bytes()))
+    );
+    let body = json!({"to": TO, "body": "call me back", "callback_url": rx.url});
+    let r = app.post_message(&body).await;
+    assert_eq!(r.status(), 202);
+    let sent: Value = r.json().await.unwrap();
+    assert_eq!(sent["callback_url"], rx.url.as_str(), "{sent}");
+    let msg = sent["id"].as_str().unwrap();
+    let other = app.send_sms(TO, "no callback for me").await;
+    let other = other["id"].as_str().unwrap();
+
+    rx.wait("the delivered callback, retried to success", |g| {
+        let ok: Vec<Got> = g.iter().filter(|g| g.answered == 204).cloned().collect();
+        status_event(&ok, msg, "delivered").is_some()
+    })
+    .await;
+    app.wait_for_status(other, "delivered", SOON).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let got: Vec<Got> = rx.got().into_iter().filter(|g| g.answered == 204).collect();
+    let statuses: Vec<String> = got
+        .iter()
+        .map(|g| {
+            assert_signed(g, &secret);
+            let v = body_json(g);
+            assert_eq!(v["type"], "message.status_updated", "{v}");
+            assert_eq!(v["data"]["id"], msg, "only this message's updates: {v}");
+            assert_eq!(v["data"]["conversation_id"], sent["conversation_id"], "{v}");
+            v["data"]["status"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert!(statuses.contains(&"delivered".to_string()), "{statuses:?}");
+    let mut unique = statuses.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(
+        unique.len(),
+        statuses.len(),
+        "each update once: {statuses:?}"
+    );
+    assert!(
+        rx.got().iter().filter(|g| g.answered != 204).count() >= statuses.len(),
+        "every callback was retried after the first 500"
+    );
 }
