@@ -122,6 +122,24 @@ for p in "$PORT" "$HEALTHY_PORT" $((HEALTHY_PORT + 1)) "$SICK_PORT" $((SICK_PORT
   port_free "$p" || die "port $p on 127.0.0.1 is in use; set PORT / HEALTHY_PORT / SICK_PORT / CONTROL_PORT"
 done
 
+# One Twilio connection on its own twilio-sim: conn_toml ID PORT RATE_LIMIT
+conn_toml() {
+  cat <<EOT
+[[connections]]
+id = "$1"
+provider = "twilio"
+tenant = "load"
+base_url = "http://127.0.0.1:$2"
+senders = ["+15005550006"]
+channels = ["sms"]
+rate_limit_per_second = $3
+[connections.credentials]
+account_sid = "$SIM_SID"
+auth_token = "$SIM_TOKEN"
+
+EOT
+}
+
 DIR=$(mktemp -d "${TMPDIR:-/tmp}/weft-mixed-db.XXXX")
 cfg=$DIR/weft.toml
 cat >"$cfg" <<EOF
@@ -147,41 +165,9 @@ connections = ["sick"]
 prefix = "+1404"
 connections = ["control"]
 
-[[connections]]
-id = "healthy"
-provider = "twilio"
-tenant = "load"
-base_url = "http://127.0.0.1:$HEALTHY_PORT"
-senders = ["+15005550006"]
-channels = ["sms"]
-rate_limit_per_second = 100000
-[connections.credentials]
-account_sid = "$SIM_SID"
-auth_token = "$SIM_TOKEN"
-
-[[connections]]
-id = "sick"
-provider = "twilio"
-tenant = "load"
-base_url = "http://127.0.0.1:$SICK_PORT"
-senders = ["+15005550006"]
-channels = ["sms"]
-rate_limit_per_second = $SICK_RATE
-[connections.credentials]
-account_sid = "$SIM_SID"
-auth_token = "$SIM_TOKEN"
-
-[[connections]]
-id = "control"
-provider = "twilio"
-tenant = "load"
-base_url = "http://127.0.0.1:$CONTROL_PORT"
-senders = ["+15005550006"]
-channels = ["sms"]
-rate_limit_per_second = 100000
-[connections.credentials]
-account_sid = "$SIM_SID"
-auth_token = "$SIM_TOKEN"
+$(conn_toml healthy "$HEALTHY_PORT" 100000)
+$(conn_toml sick "$SICK_PORT" "$SICK_RATE")
+$(conn_toml control "$CONTROL_PORT" 100000)
 EOF
 
 log "starting twilio-sim: healthy on $HEALTHY_PORT, sick on $SICK_PORT (latency $SICK_LATENCY, callbacks after $SICK_CALLBACK_DELAY)"

@@ -59,7 +59,7 @@ pub async fn enqueue(
     let payload = payload(event_type, now_ms, data);
     for endpoint_id in &subscribed {
         let d = queue::NewDelivery {
-            endpoint_id,
+            target: queue::Target::Endpoint(endpoint_id),
             tenant_id,
             event_id: &event_id,
             event_type,
@@ -89,16 +89,15 @@ pub async fn enqueue_callback(
     data: &serde_json::Value,
     now_ms: i64,
 ) -> Result<(), sqlx::Error> {
-    let payload = payload(event_type, now_ms, data);
-    queue::insert_callback(
-        conn,
-        to,
-        &new_id(IdKind::Event),
+    let d = queue::NewDelivery {
+        target: queue::Target::Callback(to),
+        tenant_id: to.tenant_id,
+        event_id: &new_id(IdKind::Event),
         event_type,
-        &payload,
-        now_ms,
-    )
-    .await?;
+        payload: &payload(event_type, now_ms, data),
+        now: now_ms,
+    };
+    queue::insert_delivery(conn, &d).await?;
     wake().notify_waiters();
     Ok(())
 }

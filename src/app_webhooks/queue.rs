@@ -93,9 +93,15 @@ pub async fn deliveries(
     )
 }
 
+/// Where a delivery goes: a subscribed endpoint, or a message's own `callback_url`.
+pub enum Target<'a> {
+    Endpoint(&'a str),
+    Callback(&'a super::Callback<'a>),
+}
+
 /// A new delivery row, due now.
 pub struct NewDelivery<'a> {
-    pub endpoint_id: &'a str,
+    pub target: Target<'a>,
     pub tenant_id: &'a str,
     pub event_id: &'a str,
     pub event_type: &'a str,
@@ -107,40 +113,22 @@ pub async fn insert_delivery(
     conn: &mut AnyConnection,
     d: &NewDelivery<'_>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO app_webhook_deliveries (id, endpoint_id, tenant_id, event_id, event_type, payload, attempts, next_attempt_at, lease_until, status, created_at) VALUES ($1, $2, $3, $4, $5, $6, 0, $7, 0, 'pending', $8)")
+    let (endpoint, callback) = match &d.target {
+        Target::Endpoint(e) => (Some(*e), None),
+        Target::Callback(c) => (None, Some(*c)),
+    };
+    sqlx::query("INSERT INTO app_webhook_deliveries (id, endpoint_id, tenant_id, event_id, event_type, payload, attempts, next_attempt_at, lease_until, status, created_at, url, secret, message_id) VALUES ($1, $2, $3, $4, $5, $6, 0, $7, 0, 'pending', $8, $9, $10, $11)")
         .bind(format!("dlv_{}", ulid::Ulid::new()))
-        .bind(d.endpoint_id)
+        .bind(endpoint)
         .bind(d.tenant_id)
         .bind(d.event_id)
         .bind(d.event_type)
         .bind(d.payload)
         .bind(d.now)
         .bind(d.now)
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
-}
-
-/// A delivery to a message's own `callback_url` (no endpoint), due now.
-pub async fn insert_callback(
-    conn: &mut AnyConnection,
-    to: &super::Callback<'_>,
-    event_id: &str,
-    event_type: &str,
-    payload: &str,
-    now: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO app_webhook_deliveries (id, endpoint_id, tenant_id, event_id, event_type, payload, attempts, next_attempt_at, lease_until, status, created_at, url, secret, message_id) VALUES ($1, NULL, $2, $3, $4, $5, 0, $6, 0, 'pending', $7, $8, $9, $10)")
-        .bind(format!("dlv_{}", ulid::Ulid::new()))
-        .bind(to.tenant_id)
-        .bind(event_id)
-        .bind(event_type)
-        .bind(payload)
-        .bind(now)
-        .bind(now)
-        .bind(to.url)
-        .bind(to.secret)
-        .bind(to.message_id)
+        .bind(callback.map(|c| c.url))
+        .bind(callback.map(|c| c.secret))
+        .bind(callback.map(|c| c.message_id))
         .execute(&mut *conn)
         .await?;
     Ok(())
