@@ -296,7 +296,7 @@ impl Store {
             .execute(&mut *tx)
             .await?
             .rows_affected();
-        let stale = sqlx::query("SELECT id, tenant_id FROM conversations WHERE state <> 'closed' AND last_activity_at < $1 LIMIT 1000")
+        let stale = sqlx::query("SELECT id, tenant_id FROM conversations WHERE state IN ('open', 'inactive') AND last_activity_at < $1 LIMIT 1000")
             .bind(now - close_after_ms)
             .fetch_all(&mut *tx)
             .await?;

@@ -533,8 +533,12 @@ async fn contact_open(
     inb: &Inbound,
 ) -> Result<Option<Hit>, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT id FROM conversations WHERE tenant_id = $1 AND state <> 'closed'
-           AND (contact_id = $2 OR contact_id IN (SELECT cm.merged_id FROM contact_merges cm WHERE cm.survivor_id = $3 AND cm.undone_at IS NULL))
+        // Two index lookups (the contact's own conversations, then those of contacts merged
+        // into it) instead of an OR that made SQLite walk every conversation of the tenant.
+        "SELECT id, last_activity_at FROM conversations WHERE contact_id = $2 AND tenant_id = $1 AND state <> 'closed'
+         UNION
+         SELECT c.id, c.last_activity_at FROM contact_merges cm JOIN conversations c ON c.contact_id = cm.merged_id
+          WHERE cm.survivor_id = $3 AND cm.undone_at IS NULL AND c.tenant_id = $1 AND c.state <> 'closed'
          ORDER BY last_activity_at DESC, id DESC LIMIT 50",
     )
     .bind(tenant_id)
