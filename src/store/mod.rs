@@ -6,6 +6,7 @@
 //! transaction (and so one fsync), and each caller hears back only after the commit.
 
 pub(crate) mod accept;
+mod claim;
 mod contacts;
 mod conversations;
 mod delivery;
@@ -17,9 +18,10 @@ mod webhooks;
 pub mod writer;
 
 pub use accept::{AcceptJob, AcceptOutcome};
+pub use claim::{ClaimJob, Claimed};
 pub use contacts::{ContactOutcome, ContactView, IdentityView};
 pub use conversations::{ConversationView, CreateOutcome, TimelineEntry};
-pub use delivery::{AttemptBegin, AttemptEnd, AttemptResult, ClaimJob, Claimed};
+pub use delivery::{AttemptBegin, AttemptEnd, AttemptResult};
 pub use read::{ListFilter, OutboxStats};
 pub use status::StatusChange;
 pub use tenants::AdminDone;

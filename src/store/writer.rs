@@ -3,7 +3,7 @@
 //! fsync is shared by hundreds of requests. If any job in a batch fails, the batch is rolled
 //! back and its jobs are retried one transaction each, so one bad job never sinks the others.
 
-use super::{accept, delivery, tenants, webhooks, Backend, StoreError};
+use super::{accept, claim, delivery, tenants, webhooks, Backend, StoreError};
 use sqlx::{AnyConnection, AnyPool, Connection};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, watch, Mutex};
@@ -15,7 +15,7 @@ pub enum Job {
     Accept(Box<accept::AcceptJob>),
     Begin(delivery::AttemptBegin),
     End(Box<delivery::AttemptEnd>),
-    Claim(delivery::ClaimJob),
+    Claim(claim::ClaimJob),
     Webhook(Box<webhooks::WebhookJob>),
     Admin(tenants::AdminJob),
 }
@@ -52,7 +52,7 @@ pub enum Done {
     Accept(accept::AcceptOutcome),
     Begin(Option<i64>),
     End(Vec<super::StatusChange>),
-    Claim(Vec<delivery::Claimed>),
+    Claim(Vec<claim::Claimed>),
     Webhook(webhooks::WebhookOutcome),
     Admin(tenants::AdminDone),
 }
@@ -204,7 +204,7 @@ async fn apply(conn: &mut AnyConnection, backend: Backend, job: &Job) -> Result<
         Job::Accept(j) => Done::Accept(accept::run(conn, j).await?),
         Job::Begin(j) => Done::Begin(delivery::begin(conn, j).await?),
         Job::End(j) => Done::End(delivery::end(conn, j).await?),
-        Job::Claim(j) => Done::Claim(delivery::claim(conn, backend, j).await?),
+        Job::Claim(j) => Done::Claim(claim::claim(conn, backend, j).await?),
         Job::Webhook(j) => Done::Webhook(webhooks::run(conn, j).await?),
         Job::Admin(j) => Done::Admin(tenants::run(conn, j).await?),
     })
