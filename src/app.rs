@@ -92,6 +92,7 @@ impl Application {
             metrics,
             public_base: cfg.public_base(),
             keys: Arc::new(DashMap::new()),
+            key_ttl: std::time::Duration::from_secs(cfg.api.key_cache_seconds),
             draining,
             email,
             consent,

@@ -50,6 +50,9 @@ pub enum KeyAction {
         #[arg(long)]
         tenant: String,
     },
+    /// Revoke an API key, given the key itself (`weft_…`) or its id (`key_…`, printed at
+    /// creation). Every replica stops accepting it within `[api] key_cache_seconds`.
+    Revoke { key_or_id: String },
 }
 
 /// Runs a parsed command line.
@@ -101,6 +104,28 @@ pub async fn run(cli: Cli, cfg: Config) -> Result<(), StartupError> {
                     )],
                 })),
             }
+        }
+        Command::ApiKey {
+            action: KeyAction::Revoke { key_or_id },
+        } => {
+            let store = open_migrated(&cfg).await?;
+            let target = if key_or_id.starts_with("weft_") {
+                auth::hash_key(&key_or_id)
+            } else {
+                key_or_id.clone()
+            };
+            let n = store.revoke_api_key(&target).await?;
+            store.close().await;
+            if n == 0 {
+                return Err(StartupError::Config(crate::config::ConfigProblems {
+                    problems: vec!["no live API key matches; nothing revoked".into()],
+                }));
+            }
+            println!(
+                "revoked; replicas refuse it within {} s",
+                cfg.api.key_cache_seconds
+            );
+            Ok(())
         }
         Command::CheckConfig => {
             println!("ok");

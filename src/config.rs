@@ -152,6 +152,8 @@ pub struct BreakerConfig {
 pub struct ApiConfig {
     pub tenant_rate_limit_per_second: u32,
     pub tenant_rate_limit_burst: u32,
+    /// How long a replica trusts its cached answer for an API key (revocation delay).
+    pub key_cache_seconds: u64,
 }
 
 /// One `[[routes]]` rule.

@@ -1,4 +1,5 @@
-//! Bearer API keys: `weft_<random>`, stored as SHA-256; lookups cached in memory.
+//! Bearer API keys: `weft_<random>`, stored as SHA-256; lookups cached in memory for
+//! `[api] key_cache_seconds` (the delay after which a revoked key is refused).
 
 use super::{problem::ApiError, AppState};
 use axum::extract::FromRequestParts;
@@ -55,15 +56,26 @@ impl FromRequestParts<AppState> for Tenant {
             .filter(|k| !k.is_empty() && k.len() < 200)
             .ok_or(ApiError::Unauthorized)?;
         let hash = hash_key(key);
-        let cached = state.keys.get(&hash).map(|t| t.clone());
+        // A cached answer is trusted for `key_ttl`, then checked again: that bounds how long
+        // a revoked key keeps working on a replica.
+        let cached = state
+            .keys
+            .get(&hash)
+            .filter(|e| e.1.elapsed() < state.key_ttl)
+            .map(|e| e.0.clone());
         let id = match cached {
             Some(id) => id,
             None => match state.store.tenant_for_key(&hash).await? {
                 Some(id) => {
-                    state.keys.insert(hash.clone(), id.clone());
+                    state
+                        .keys
+                        .insert(hash.clone(), (id.clone(), std::time::Instant::now()));
                     id
                 }
-                None => return Err(ApiError::Unauthorized),
+                None => {
+                    state.keys.remove(&hash);
+                    return Err(ApiError::Unauthorized);
+                }
             },
         };
         if let Some(limiter) = &state.tenant_limiter {

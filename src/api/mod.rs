@@ -36,8 +36,10 @@ pub struct AppState {
     pub dispatcher: Dispatcher,
     pub metrics: PrometheusHandle,
     pub public_base: String,
-    /// API key hash → tenant id.
-    pub keys: Arc<DashMap<String, String>>,
+    /// API key hash → tenant id, and when that was read from the store.
+    pub keys: Arc<DashMap<String, (String, std::time::Instant)>>,
+    /// How long a cached key lookup is trusted (`[api] key_cache_seconds`).
+    pub key_ttl: std::time::Duration,
     pub draining: Arc<AtomicBool>,
     pub email: Arc<crate::threading::EmailThreading>,
     pub consent: Arc<crate::policy::consent::ConsentPolicy>,

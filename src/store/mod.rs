@@ -260,6 +260,18 @@ impl Store {
         .await
     }
 
+    /// Revokes a live API key by id (`key_…`) or SHA-256 hash; returns how many were revoked.
+    pub async fn revoke_api_key(&self, id_or_hash: &str) -> Result<u64, StoreError> {
+        let job = tenants::AdminJob::RevokeApiKey {
+            id_or_hash: id_or_hash.to_string(),
+        };
+        self.submit(Job::Admin(job), |d| match d {
+            writer::Done::Admin(AdminDone::Revoked(n)) => Some(n),
+            _ => None,
+        })
+        .await
+    }
+
     /// A persistent setting, set to `value` the first time.
     pub async fn kv_get_or_insert(&self, key: &str, value: &str) -> Result<String, StoreError> {
         let mut conn = self.inner.write.acquire().await?;

@@ -4,14 +4,30 @@ use crate::domain::{ids, now_ms};
 use sqlx::{AnyConnection, Row};
 
 pub enum AdminJob {
-    CreateTenant { name: String },
-    CreateApiKey { tenant: String, key_hash: String },
+    CreateTenant {
+        name: String,
+    },
+    CreateApiKey {
+        tenant: String,
+        key_hash: String,
+    },
+    /// Revokes a key given its id (`key_…`) or its hash.
+    RevokeApiKey {
+        id_or_hash: String,
+    },
 }
 
 pub enum AdminDone {
-    Tenant { id: String, created: bool },
-    ApiKey { id: String },
+    Tenant {
+        id: String,
+        created: bool,
+    },
+    ApiKey {
+        id: String,
+    },
     UnknownTenant,
+    /// How many live keys were revoked (0: no such live key).
+    Revoked(u64),
 }
 
 pub async fn run(conn: &mut AnyConnection, job: &AdminJob) -> Result<AdminDone, sqlx::Error> {
@@ -70,6 +86,18 @@ pub async fn run(conn: &mut AnyConnection, job: &AdminJob) -> Result<AdminDone, 
                 .execute(&mut *conn)
                 .await?;
             Ok(AdminDone::ApiKey { id })
+        }
+        AdminJob::RevokeApiKey { id_or_hash } => {
+            let n = sqlx::query(
+                "UPDATE api_keys SET revoked_at = $1 WHERE (id = $2 OR key_hash = $3) AND revoked_at IS NULL",
+            )
+            .bind(now_ms())
+            .bind(id_or_hash)
+            .bind(id_or_hash)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+            Ok(AdminDone::Revoked(n))
         }
     }
 }
