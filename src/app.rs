@@ -82,6 +82,7 @@ impl Application {
         tokio::spawn(sweep_conversations(
             store.clone(),
             cfg.conversations.clone(),
+            cfg.retention.clone(),
             draining.clone(),
         ));
         let app_webhooks = crate::app_webhooks::start(store.clone(), &cfg.app_webhooks);
@@ -159,10 +160,12 @@ impl Application {
     }
 }
 
-/// Moves idle conversations to inactive and closes stale ones, until shutdown.
+/// Moves idle conversations to inactive and closes stale ones, expires messages past
+/// `valid_until` and prunes old bookkeeping rows (`[retention]`), until shutdown.
 async fn sweep_conversations(
     store: Store,
     cfg: crate::config::ConversationsConfig,
+    retention: crate::config::RetentionConfig,
     draining: Arc<AtomicBool>,
 ) {
     let every = Duration::from_secs(cfg.sweep_interval_seconds);
@@ -182,6 +185,23 @@ async fn sweep_conversations(
             Ok(0) => {}
             Ok(n) => tracing::info!(changed = n, "Swept idle conversations."),
             Err(e) => tracing::warn!(error = %e, "Conversation sweep failed."),
+        }
+        let now = crate::domain::now_ms();
+        let before = |days: u64| {
+            (days > 0).then(|| {
+                now - i64::try_from(days.saturating_mul(86_400_000)).unwrap_or(i64::MAX / 4)
+            })
+        };
+        match store
+            .prune(
+                before(retention.webhook_events_days),
+                before(retention.app_webhook_deliveries_days),
+            )
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, "Pruned old webhook events and deliveries."),
+            Err(e) => tracing::warn!(error = %e, "Retention sweep failed."),
         }
     }
 }

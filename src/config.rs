@@ -35,6 +35,7 @@ pub struct Config {
     pub consent: ConsentConfig,
     pub breaker: BreakerConfig,
     pub api: ApiConfig,
+    pub retention: RetentionConfig,
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
     #[serde(default)]
@@ -98,6 +99,17 @@ pub struct ConversationsConfig {
     pub inactive_after_seconds: u64,
     pub close_after_seconds: u64,
     pub sweep_interval_seconds: u64,
+}
+
+/// `[retention]`: how long bookkeeping rows are kept (0 keeps them for ever). Messages,
+/// their history and attempts are the tenant's record and are never pruned.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Provider webhook events once applied (kept only to drop provider retries).
+    pub webhook_events_days: u64,
+    /// App-webhook and callback deliveries once delivered or failed.
+    pub app_webhook_deliveries_days: u64,
 }
 
 /// `[app_webhooks]`: delivery of events to the apps' endpoints (DESIGN.md §6).

@@ -311,6 +311,40 @@ impl Store {
 }
 
 impl Store {
+    /// Deletes applied webhook events received before `events_before` and finished
+    /// app-webhook deliveries created before `deliveries_before` (ms; `None` keeps them), in
+    /// chunks so the writing connection is never held for long. Returns the rows deleted.
+    pub async fn prune(
+        &self,
+        events_before: Option<i64>,
+        deliveries_before: Option<i64>,
+    ) -> Result<u64, StoreError> {
+        const CHUNK: i64 = 5000;
+        let mut deleted = 0;
+        let jobs = [
+            (events_before, "DELETE FROM webhook_events WHERE id IN (SELECT id FROM webhook_events WHERE processed = 1 AND received_at < $1 LIMIT $2)"),
+            (deliveries_before, "DELETE FROM app_webhook_deliveries WHERE id IN (SELECT id FROM app_webhook_deliveries WHERE status <> 'pending' AND created_at < $1 LIMIT $2)"),
+        ];
+        for (before, sql) in jobs {
+            let Some(before) = before else { continue };
+            // Bounded: at most 20 chunks per sweep; the next sweep takes the rest.
+            for _ in 0..20 {
+                let mut conn = self.write_pool().acquire().await?;
+                let n = sqlx::query(sql)
+                    .bind(before)
+                    .bind(CHUNK)
+                    .execute(&mut *conn)
+                    .await?
+                    .rows_affected();
+                deleted += n;
+                if n < u64::try_from(CHUNK).unwrap_or(0) {
+                    break;
+                }
+            }
+        }
+        Ok(deleted)
+    }
+
     /// Ends undelivered messages whose `valid_until` has passed as `expired`.
     pub async fn expire_messages(&self) -> Result<Vec<super::StatusChange>, StoreError> {
         let now = now_ms();

@@ -795,4 +795,56 @@ impl TestApp {
     pub fn db_url(&self) -> &str {
         &self._db.url
     }
+
+    /// A number read from the app's database directly (`SELECT COUNT(*) …`).
+    pub async fn count(&self, sql: &str) -> i64 {
+        use sqlx::Connection;
+        match self.backend {
+            Backend::Sqlite => {
+                let mut c = sqlx::SqliteConnection::connect(self.db_url())
+                    .await
+                    .expect("open SQLite");
+                sqlx::query_scalar::<_, i64>(sql)
+                    .fetch_one(&mut c)
+                    .await
+                    .expect(sql)
+            }
+            Backend::Postgres => {
+                let mut c = sqlx::PgConnection::connect(self.db_url())
+                    .await
+                    .expect("open PostgreSQL");
+                sqlx::query_scalar::<_, i64>(sql)
+                    .fetch_one(&mut c)
+                    .await
+                    .expect(sql)
+            }
+        }
+    }
+
+    /// Runs one statement on the app's database directly; returns the rows it changed.
+    pub async fn exec(&self, sql: &str) -> u64 {
+        use sqlx::Connection;
+        match self.backend {
+            Backend::Sqlite => {
+                let mut c = sqlx::SqliteConnection::connect(self.db_url())
+                    .await
+                    .expect("open SQLite");
+                sqlx::query(sql)
+                    .execute(&mut c)
+                    .await
+                    .expect(sql)
+                    .rows_affected()
+            }
+            Backend::Postgres => {
+                let mut c = sqlx::PgConnection::connect(self.db_url())
+                    .await
+                    .expect("open PostgreSQL");
+                sqlx::query(sql)
+                    .execute(&mut c)
+                    .await
+                    .expect(sql)
+                    .rows_affected()
+            }
+        }
+    }
 }

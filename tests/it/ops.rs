@@ -6,7 +6,8 @@ use serde_json::Value;
 backend_tests!(
     health_and_readiness,
     openapi_lists_the_api,
-    metrics_count_messages
+    metrics_count_messages,
+    retention_prunes_old_bookkeeping_only
 );
 
 async fn health_and_readiness(b: Backend) {
@@ -83,4 +84,97 @@ async fn metrics_count_messages(b: Backend) {
         "a phone number leaked into a label"
     );
     assert!(!text.contains("msg_"), "an id leaked into a label");
+}
+
+/// `[retention]`: applied webhook events and finished deliveries older than the limit are
+/// deleted by the sweep; recent ones, parked (unapplied) events and messages are kept.
+async fn retention_prunes_old_bookkeeping_only(b: Backend) {
+    let setup = Setup {
+        extra_toml: "[retention]\nwebhook_events_days = 1\napp_webhook_deliveries_days = 1\n\n[conversations]\nsweep_interval_seconds = 1\n".into(),
+        ..Setup::twilio()
+    };
+    let app = spawn_app(b, setup).await;
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        let m = app.send_sms(TO, &format!("retention {i}")).await;
+        ids.push(m["id"].as_str().unwrap().to_string());
+    }
+    for id in &ids {
+        app.wait_for_status(id, "delivered", SOON).await;
+    }
+    let events = app.count("SELECT COUNT(*) FROM webhook_events").await;
+    assert!(events >= 8, "two receipts per message: {events}");
+    // Age half of the applied events by two days, plus one parked event and two deliveries.
+    let old = weft::domain::now_ms() - 2 * 86_400_000;
+    let aged = app
+        .exec(&format!(
+            "UPDATE webhook_events SET received_at = {old} WHERE provider_message_id IN
+               (SELECT provider_message_id FROM provider_refs WHERE message_id IN ('{}', '{}'))",
+            ids[0], ids[1]
+        ))
+        .await;
+    assert!(aged >= 4, "{aged}");
+    app.exec(&format!(
+        "INSERT INTO webhook_events (id, connection_id, kind, dedupe_key, event, provider_message_id, processed, received_at)
+         VALUES ('evt_parked', 'twilio-test', 'status', 'parked-1', '{{}}', 'SMnothing', 0, {old})"
+    ))
+    .await;
+    for (id, status) in [
+        ("dlv_old_done", "delivered"),
+        ("dlv_old_pending", "pending"),
+    ] {
+        app.exec(&format!(
+            "INSERT INTO app_webhook_deliveries (id, endpoint_id, tenant_id, event_id, event_type, payload, attempts, next_attempt_at, lease_until, status, created_at, url, secret)
+             VALUES ('{id}', NULL, 't', 'evt_x', 'message.status_updated', '{{}}', 1, {far}, 0, '{status}', {old}, 'http://127.0.0.1:9/', 'whsec_AAAA')",
+            far = old + 10 * 86_400_000
+        ))
+        .await;
+    }
+
+    let deadline = std::time::Instant::now() + SOON;
+    while app
+        .count(&format!(
+            "SELECT COUNT(*) FROM webhook_events WHERE received_at = {old} AND processed = 1"
+        ))
+        .await
+        > 0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "old applied events never pruned"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    while app
+        .count("SELECT COUNT(*) FROM app_webhook_deliveries WHERE id = 'dlv_old_done'")
+        .await
+        > 0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "old finished delivery never pruned"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let left = app.count("SELECT COUNT(*) FROM webhook_events").await;
+    assert_eq!(
+        left,
+        events - aged as i64 + 1,
+        "recent and parked events stay"
+    );
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM webhook_events WHERE id = 'evt_parked'")
+            .await,
+        1
+    );
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM app_webhook_deliveries WHERE id = 'dlv_old_pending'")
+            .await,
+        1,
+        "a pending delivery is never pruned"
+    );
+    assert_eq!(app.count("SELECT COUNT(*) FROM messages").await, 4);
+    for id in &ids {
+        assert_eq!(app.get_message(id).await["status"], "delivered");
+    }
 }

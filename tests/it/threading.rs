@@ -365,31 +365,6 @@ async fn rule_counts(app: &TestApp) -> Vec<f64> {
         .collect()
 }
 
-/// Rows of a table (or any `SELECT COUNT(*)`), read from the app's database directly.
-async fn count(app: &TestApp, sql: &str) -> i64 {
-    use sqlx::Connection;
-    match app.backend {
-        Backend::Sqlite => {
-            let mut c = sqlx::SqliteConnection::connect(app.db_url())
-                .await
-                .expect("open SQLite");
-            sqlx::query_scalar::<_, i64>(sql)
-                .fetch_one(&mut c)
-                .await
-                .expect(sql)
-        }
-        Backend::Postgres => {
-            let mut c = sqlx::PgConnection::connect(app.db_url())
-                .await
-                .expect("open PostgreSQL");
-            sqlx::query_scalar::<_, i64>(sql)
-                .fetch_one(&mut c)
-                .await
-                .expect(sql)
-        }
-    }
-}
-
 async fn wait_for_state(app: &TestApp, id: &str, state: &str) -> Value {
     let deadline = Instant::now() + SOON;
     loop {
@@ -1126,8 +1101,8 @@ async fn concurrent_copies_of_one_webhook_store_one_message(b: Backend) {
         Some(1),
         "{contacts:#}"
     );
-    assert_eq!(count(&app, "SELECT COUNT(*) FROM webhook_events").await, 1);
-    assert_eq!(count(&app, "SELECT COUNT(*) FROM messages").await, 1);
+    assert_eq!(app.count("SELECT COUNT(*) FROM webhook_events").await, 1);
+    assert_eq!(app.count("SELECT COUNT(*) FROM messages").await, 1);
 
     // A late re-delivery changes nothing either.
     let again = app.post_twilio_status(&url, &p, Some(&token), &[]).await;
@@ -1186,8 +1161,8 @@ async fn concurrent_first_messages_make_one_contact_and_conversation(b: Backend)
         contacts["data"][0]["identities"].as_array().map(Vec::len),
         Some(1)
     );
-    assert_eq!(count(&app, "SELECT COUNT(*) FROM contacts").await, 1);
-    assert_eq!(count(&app, "SELECT COUNT(*) FROM conversations").await, 1);
+    assert_eq!(app.count("SELECT COUNT(*) FROM contacts").await, 1);
+    assert_eq!(app.count("SELECT COUNT(*) FROM conversations").await, 1);
 }
 
 async fn merge_then_unmerge_restores_both_contacts(b: Backend) {
@@ -1611,7 +1586,7 @@ async fn forged_inbound_webhooks_are_rejected_and_store_nothing(b: Backend) {
         "identities",
     ] {
         assert_eq!(
-            count(&app, &format!("SELECT COUNT(*) FROM {table}")).await,
+            app.count(&format!("SELECT COUNT(*) FROM {table}")).await,
             0,
             "{table} after forged webhooks"
         );
