@@ -23,7 +23,6 @@ const VONAGE_CONN: &str = "vonage-sim";
 const VONAGE_SENDER: &str = "+4915100000001";
 const SENDGRID_CONN: &str = "sendgrid-sim";
 const MAILGUN_CONN: &str = "mailgun-sim";
-const WHATSAPP_CONN: &str = "wa-sim";
 const TELEGRAM_CONN: &str = "telegram-sim";
 const SMTP_CONN: &str = "smtp-sink";
 const VOICE_CONN: &str = "twilio-voice";
@@ -385,30 +384,7 @@ async fn whatsapp_app(b: Backend) -> (TestApp, weft_whatsapp::simulator::Simulat
         })
         .await
         .expect("start the WhatsApp Cloud simulator");
-    let c = sim.config();
-    let extra = format!(
-        r#"
-[[connections]]
-id = "{WHATSAPP_CONN}"
-provider = "whatsapp_cloud"
-tenant = "{TENANT}"
-base_url = "{base}"
-senders = ["+{display}"]
-channels = ["whatsapp"]
-[connections.credentials]
-access_token = "{token}"
-app_secret = "{secret}"
-verify_token = "{verify}"
-[connections.settings]
-phone_number_id = "{pnid}"
-"#,
-        base = sim.base_url(),
-        display = c.display_phone_number,
-        token = c.access_token,
-        secret = c.app_secret,
-        verify = c.verify_token,
-        pnid = c.phone_number_id,
-    );
+    let extra = whatsapp_toml(&sim);
     let app = spawn_app(b, setup(extra)).await;
     sim.set_webhook_url(Some(
         app.url(&format!("/webhooks/whatsapp_cloud/{WHATSAPP_CONN}/webhook")),

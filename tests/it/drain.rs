@@ -23,31 +23,6 @@ const SLOW: Duration = Duration::from_millis(400);
 /// Exit must come within the drain time plus this (store close, process teardown).
 const EXIT_MARGIN: Duration = Duration::from_secs(4);
 
-/// One `SELECT COUNT(*) …` on the database directly.
-async fn count(b: Backend, url: &str, sql: &str) -> i64 {
-    use sqlx::Connection;
-    match b {
-        Backend::Sqlite => {
-            let mut c = sqlx::SqliteConnection::connect(url)
-                .await
-                .expect("open SQLite");
-            sqlx::query_scalar::<_, i64>(sql)
-                .fetch_one(&mut c)
-                .await
-                .expect(sql)
-        }
-        Backend::Postgres => {
-            let mut c = sqlx::PgConnection::connect(url)
-                .await
-                .expect("open PostgreSQL");
-            sqlx::query_scalar::<_, i64>(sql)
-                .fetch_one(&mut c)
-                .await
-                .expect(sql)
-        }
-    }
-}
-
 async fn sigterm_drains_in_flight_sends_and_exits_cleanly(b: Backend) {
     let started = Instant::now();
     let sim = Simulator::start(SimulatorConfig::default())
@@ -156,8 +131,7 @@ auth_token = "{token}"
         assert!(Instant::now() < deadline, "dispatch never started");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let in_flight_before = count(
-        b,
+    let in_flight_before = db_count(
         &db.url,
         "SELECT COUNT(*) FROM attempts WHERE outcome = 'in_flight'",
     )
@@ -196,13 +170,12 @@ auth_token = "{token}"
 
     // Nothing was left half-done: every send that had started finished and was recorded.
     let sim_at_exit = sim.recorder().count();
-    let in_flight_after = count(
-        b,
+    let in_flight_after = db_count(
         &db.url,
         "SELECT COUNT(*) FROM attempts WHERE outcome = 'in_flight'",
     )
     .await;
-    let attempts_after = count(b, &db.url, "SELECT COUNT(*) FROM attempts").await;
+    let attempts_after = db_count(&db.url, "SELECT COUNT(*) FROM attempts").await;
     assert_eq!(
         in_flight_after, 0,
         "attempts left in_flight after the drain"

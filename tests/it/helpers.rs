@@ -171,7 +171,6 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub sim: Option<Simulator>,
     pub store: Store,
-    pub backend: Backend,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
     // Last: the database goes after the app has stopped using it.
@@ -296,7 +295,6 @@ pub async fn spawn_app_with(backend: Backend, setup: Setup, sim: Option<Simulato
         client,
         sim,
         store,
-        backend,
         shutdown: Some(tx),
         server: Some(server),
         _db: db,
@@ -798,53 +796,72 @@ impl TestApp {
 
     /// A number read from the app's database directly (`SELECT COUNT(*) …`).
     pub async fn count(&self, sql: &str) -> i64 {
-        use sqlx::Connection;
-        match self.backend {
-            Backend::Sqlite => {
-                let mut c = sqlx::SqliteConnection::connect(self.db_url())
-                    .await
-                    .expect("open SQLite");
-                sqlx::query_scalar::<_, i64>(sql)
-                    .fetch_one(&mut c)
-                    .await
-                    .expect(sql)
-            }
-            Backend::Postgres => {
-                let mut c = sqlx::PgConnection::connect(self.db_url())
-                    .await
-                    .expect("open PostgreSQL");
-                sqlx::query_scalar::<_, i64>(sql)
-                    .fetch_one(&mut c)
-                    .await
-                    .expect(sql)
-            }
-        }
+        db_count(self.db_url(), sql).await
     }
 
     /// Runs one statement on the app's database directly; returns the rows it changed.
     pub async fn exec(&self, sql: &str) -> u64 {
         use sqlx::Connection;
-        match self.backend {
-            Backend::Sqlite => {
-                let mut c = sqlx::SqliteConnection::connect(self.db_url())
-                    .await
-                    .expect("open SQLite");
-                sqlx::query(sql)
-                    .execute(&mut c)
-                    .await
-                    .expect(sql)
-                    .rows_affected()
-            }
-            Backend::Postgres => {
-                let mut c = sqlx::PgConnection::connect(self.db_url())
-                    .await
-                    .expect("open PostgreSQL");
-                sqlx::query(sql)
-                    .execute(&mut c)
-                    .await
-                    .expect(sql)
-                    .rows_affected()
-            }
-        }
+        let mut c = db_connect(self.db_url()).await;
+        let n = sqlx::query(sql)
+            .execute(&mut c)
+            .await
+            .expect(sql)
+            .rows_affected();
+        let _ = c.close().await;
+        n
     }
+}
+
+async fn db_connect(url: &str) -> sqlx::AnyConnection {
+    use sqlx::Connection;
+    sqlx::any::install_default_drivers();
+    sqlx::AnyConnection::connect(url)
+        .await
+        .unwrap_or_else(|e| panic!("open {url}: {e}"))
+}
+
+/// One `SELECT COUNT(*) …` on a database directly.
+pub async fn db_count(url: &str, sql: &str) -> i64 {
+    use sqlx::Connection;
+    let mut c = db_connect(url).await;
+    let n = sqlx::query_scalar::<_, i64>(sql)
+        .fetch_one(&mut c)
+        .await
+        .expect(sql);
+    let _ = c.close().await;
+    n
+}
+
+/// The connection id tests give their WhatsApp Cloud simulator.
+pub const WHATSAPP_CONN: &str = "wa-sim";
+
+/// A WhatsApp Cloud connection on `sim`. It sends from its phone-number id (settings) and
+/// names the number itself as its sender, so outbound messages lease the same `tel:`
+/// business address inbound webhooks carry (`metadata.display_phone_number`).
+pub fn whatsapp_toml(sim: &weft_whatsapp::simulator::Simulator) -> String {
+    let c = sim.config();
+    format!(
+        r#"
+[[connections]]
+id = "{WHATSAPP_CONN}"
+provider = "whatsapp_cloud"
+tenant = "{TENANT}"
+base_url = "{base}"
+senders = ["+{display}"]
+channels = ["whatsapp"]
+[connections.credentials]
+access_token = "{token}"
+app_secret = "{secret}"
+verify_token = "{verify}"
+[connections.settings]
+phone_number_id = "{pnid}"
+"#,
+        base = sim.base_url(),
+        display = c.display_phone_number,
+        token = c.access_token,
+        secret = c.app_secret,
+        verify = c.verify_token,
+        pnid = c.phone_number_id,
+    )
 }

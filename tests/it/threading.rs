@@ -36,7 +36,6 @@ const EMAIL_DOMAIN: &str = "weft.test";
 const INBOUND_DOMAIN: &str = "in.weft.test";
 
 const MAILGUN_CONN: &str = "mailgun-sim";
-const WHATSAPP_CONN: &str = "wa-sim";
 const SENDGRID_CONN: &str = "sendgrid-in";
 const TELEGRAM_CONN: &str = "telegram-bot";
 const VONAGE_CONN: &str = "vonage-sms";
@@ -75,36 +74,6 @@ domain = "{domain}"
         domain = c.domain,
         key = c.api_key,
         signing = c.webhook_signing_key,
-    )
-}
-
-/// The WhatsApp Cloud connection sends from its phone-number id (settings) and names the
-/// number itself as its sender, so outbound messages lease the same `tel:` business address
-/// inbound webhooks carry (`metadata.display_phone_number`).
-fn whatsapp_toml(sim: &weft_whatsapp::simulator::Simulator) -> String {
-    let c = sim.config();
-    format!(
-        r#"
-[[connections]]
-id = "{WHATSAPP_CONN}"
-provider = "whatsapp_cloud"
-tenant = "{TENANT}"
-base_url = "{base}"
-senders = ["+{display}"]
-channels = ["whatsapp"]
-[connections.credentials]
-access_token = "{token}"
-app_secret = "{secret}"
-verify_token = "{verify}"
-[connections.settings]
-phone_number_id = "{pnid}"
-"#,
-        base = sim.base_url(),
-        display = c.display_phone_number,
-        token = c.access_token,
-        secret = c.app_secret,
-        verify = c.verify_token,
-        pnid = c.phone_number_id,
     )
 }
 

@@ -7,35 +7,7 @@ use serde_json::json;
 use weft_simkit::CallbackBehaviour;
 
 /// The WhatsApp Cloud connection.
-const WA_CONN: &str = "wa-sim";
-
-/// The WhatsApp Cloud connection (sender: the number itself, as threading expects).
-fn whatsapp_conn(sim: &weft_whatsapp::simulator::Simulator) -> String {
-    let c = sim.config();
-    format!(
-        r#"
-[[connections]]
-id = "{WA_CONN}"
-provider = "whatsapp_cloud"
-tenant = "{TENANT}"
-base_url = "{base}"
-senders = ["+{display}"]
-channels = ["whatsapp"]
-[connections.credentials]
-access_token = "{token}"
-app_secret = "{secret}"
-verify_token = "{verify}"
-[connections.settings]
-phone_number_id = "{pnid}"
-"#,
-        base = sim.base_url(),
-        display = c.display_phone_number,
-        token = c.access_token,
-        secret = c.app_secret,
-        verify = c.verify_token,
-        pnid = c.phone_number_id,
-    )
-}
+const WA_CONN: &str = WHATSAPP_CONN;
 
 // --- channel fallback --------------------------------------------------------------------------
 
@@ -48,7 +20,7 @@ async fn fallback_app(b: Backend) -> (TestApp, WaSim) {
         .await
         .expect("start the WhatsApp Cloud simulator");
     wa.callbacks().set_behaviour(CallbackBehaviour::Silent);
-    let app = spawn_app(b, with_extra(whatsapp_conn(&wa))).await;
+    let app = spawn_app(b, with_extra(whatsapp_toml(&wa))).await;
     wa.set_webhook_url(Some(
         app.url(&format!("/webhooks/whatsapp_cloud/{WA_CONN}/webhook")),
     ));
