@@ -441,6 +441,22 @@ def build() -> dict:
         "options": {"showValue": "never", "mergeValues": True, "rowHeight": 0.8},
     }
     L.add(circuit, 8, 8)
+    L.add(
+        timeseries(
+            "Throttled sends by connection",
+            "Messages a rate limit (the connection's or a sender's) put back in the outbox for a "
+            "reserved later slot. Sustained throttling means the connection is under-provisioned "
+            "for its traffic; other connections are not slowed by it.",
+            (
+                f"sum by (connection, limit) ({rate('weft_dispatch_throttled_total')})",
+                "{{connection}} ({{limit}})",
+            ),
+            unit="ops",
+            stack=True,
+        ),
+        24,
+        8,
+    )
 
     # ---------------------------------------------------------------- inbound
     L.row("Inbound and threading")

@@ -606,9 +606,10 @@ def main() -> int:
     # ---------------------------------------------------------------- metrics contract
     contract = load_contract()
 
-    @check("metric-names.txt lists exactly the DESIGN.md §7 metrics plus weft_build_info")
+    @check("metric-names.txt lists exactly the DESIGN.md §7 metrics plus weft_build_info and weft_dispatch_throttled_total")
     def _():
-        expect(len(contract) == 15, f"{len(contract)} metrics")
+        expect(len(contract) == 16, f"{len(contract)} metrics")
+        expect({"weft_build_info", "weft_dispatch_throttled_total"} <= set(contract), "weft's own additions")
         expect({n for n, (t, _) in contract.items() if t == "histogram"} == {
             "weft_http_request_duration_seconds", "weft_dispatch_duration_seconds",
             "weft_accept_to_delivered_seconds"}, "histograms")

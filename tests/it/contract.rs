@@ -23,8 +23,6 @@ const INTERNAL_METRICS: &[&str] = &[
     "weft_store_batch_size",
     // provider webhook events parked until their message is known
     "weft_webhook_events_parked",
-    // messages a rate limit put back in the outbox for a later slot
-    "weft_dispatch_throttled_total",
 ];
 
 /// Labels Prometheus itself puts on histogram samples.
@@ -128,14 +126,43 @@ async fn sink() -> String {
 }
 
 async fn metrics_match_the_helm_contract(b: Backend) {
-    let app = spawn_app(
-        b,
-        Setup {
-            extra_toml: "[app_webhooks]\nallow_private_urls = true\nretry_base_ms = 50\n".into(),
-            ..Setup::twilio()
-        },
-    )
-    .await;
+    let sim = weft_twilio::simulator::Simulator::start(Default::default())
+        .await
+        .expect("start the Twilio simulator");
+    // A second, slow connection (1/s) for +1303…: a burst to it is throttled.
+    let slow = format!(
+        r#"[app_webhooks]
+allow_private_urls = true
+retry_base_ms = 50
+
+[[routes]]
+prefix = "+1303"
+connections = ["twilio-slow"]
+
+[[connections]]
+id = "twilio-slow"
+provider = "twilio"
+tenant = "{TENANT}"
+base_url = "{base}"
+senders = ["{SENDER}"]
+channels = ["sms"]
+rate_limit_per_second = 1
+[connections.credentials]
+account_sid = "{sid}"
+auth_token = "{token}"
+"#,
+        base = sim.base_url(),
+        sid = sim.account_sid(),
+        token = sim.auth_token(),
+    );
+    let setup = Setup {
+        extra_toml: slow,
+        ..Setup::twilio()
+    };
+    let app = spawn_app_with(b, setup, Some(sim)).await;
+    for i in 0..3 {
+        app.send_sms(&format!("+1303555010{i}"), "throttled").await;
+    }
     // Traffic so every family has series: an app webhook endpoint, a send delivered, a forged
     // status callback, a signed inbound SMS (threading, inbound, app webhook deliveries).
     let r = app
