@@ -3,7 +3,7 @@
 
 use crate::config::{BreakerConfig, Connection, RouteConfig};
 use crate::policy::breaker::Breaker;
-use crate::policy::pace::{KeyedPacer, Pacer};
+use crate::policy::pace::Pacer;
 use crate::policy::routing::{Route, Target};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use std::collections::HashMap;
@@ -36,7 +36,7 @@ pub struct Live {
     pub sender_limiter: Option<DefaultKeyedRateLimiter<String>>,
     /// Future send slots for messages the limiters turned away (see [`crate::policy::pace`]).
     pub pacer: Option<Pacer>,
-    pub sender_pacer: Option<KeyedPacer>,
+    pub sender_pacer: Option<Pacer>,
     pub breaker: Breaker,
 }
 
@@ -115,7 +115,7 @@ impl Registry {
                 limiter,
                 sender_limiter,
                 pacer: rate.map(Pacer::new),
-                sender_pacer: sender_rate.map(KeyedPacer::new),
+                sender_pacer: sender_rate.map(Pacer::new),
                 breaker: b,
             });
             by_id.insert(live.spec.id.clone(), live.clone());

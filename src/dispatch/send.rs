@@ -6,6 +6,7 @@ use crate::config::DispatchConfig;
 use crate::domain::message::{DispatchItem, Purpose};
 use crate::domain::{address, ids, now_ms};
 use crate::metrics::{self, Outcome};
+use crate::policy::pace::Pacer;
 use crate::policy::routing::Target;
 use crate::providers::Live;
 use crate::store::{AttemptBegin, AttemptEnd, AttemptResult};
@@ -257,28 +258,16 @@ pub(super) async fn process(inner: &Inner, mut item: DispatchItem, tries: i64) {
             live.breaker.release();
             let now = now_ms();
             let earliest = now + i64::try_from(blocked.wait.as_millis()).unwrap_or(1000);
-            let bulk = item.policy.bulk;
-            let retry_at = match (blocked.by_sender, &live.sender_pacer, &sender, &live.pacer) {
-                (true, Some(p), Some(s), _) => p.reserve(s, now, earliest, bulk),
-                (false, _, _, Some(p)) => p.reserve(now, earliest, bulk),
-                _ => earliest,
-            };
-            let limit = if blocked.by_sender {
-                "sender"
-            } else {
-                "connection"
-            };
-            ::metrics::counter!(metrics::DISPATCH_THROTTLED, "connection" => live.id().to_string(), "limit" => limit)
+            let retry_at = blocked.pacer.map_or(earliest, |p| {
+                p.reserve(blocked.key, now, earliest, item.policy.bulk)
+            });
+            ::metrics::counter!(metrics::DISPATCH_THROTTLED, "connection" => live.id().to_string(), "limit" => blocked.limit)
                 .increment(1);
             let r = AttemptResult::Retry {
                 retry_at,
                 outcome: "throttled",
                 code: None,
-                detail: if blocked.by_sender {
-                    "sender rate limit".into()
-                } else {
-                    "connection rate limit".into()
-                },
+                detail: format!("{} rate limit", blocked.limit),
             };
             return end_without_attempt(inner, &item, r).await;
         }
@@ -290,30 +279,38 @@ pub(super) async fn process(inner: &Inner, mut item: DispatchItem, tries: i64) {
 /// Longest rate-limit wait a worker sleeps through while holding a send slot.
 const MAX_THROTTLE_SLEEP: Duration = Duration::from_millis(20);
 
-/// Which limiter turned a send away, and for how long at least.
-struct Blocked {
+/// Which limit turned a send away, for how long at least, and the pacer (and its key) that
+/// hands out that limit's later slots.
+struct Blocked<'a> {
     wait: Duration,
-    by_sender: bool,
+    /// `connection` or `sender` (the metric's `limit` label).
+    limit: &'static str,
+    pacer: Option<&'a Pacer>,
+    key: &'a str,
 }
 
 /// `None` when the connection's (and the sender's) rate limit admits one more send now
 /// (and that cell is taken). Bulk holds back while transactional messages wait for slots.
-fn throttled(live: &Live, sender: Option<&str>, bulk: bool) -> Option<Blocked> {
+fn throttled<'a>(live: &'a Live, sender: Option<&'a str>, bulk: bool) -> Option<Blocked<'a>> {
+    let blocked = |limit, wait, pacer: &'a Option<Pacer>, key| Blocked {
+        wait,
+        limit,
+        pacer: pacer.as_ref(),
+        key,
+    };
+    // The connection's pacer has one key; a sender's pacer is keyed by the sender.
+    let by_sender = sender.filter(|_| live.sender_limiter.is_some());
     if bulk {
         let now = now_ms();
+        let yields =
+            |pacer: &Option<Pacer>, key| pacer.as_ref().and_then(|p| p.bulk_yield(key, now));
         let ms = |v: i64| Duration::from_millis(u64::try_from(v).unwrap_or(1));
-        if let Some(w) = live.pacer.as_ref().and_then(|p| p.bulk_yield(now)) {
-            return Some(Blocked {
-                wait: ms(w),
-                by_sender: false,
-            });
+        if let Some(w) = yields(&live.pacer, "") {
+            return Some(blocked("connection", ms(w), &live.pacer, ""));
         }
-        if let (Some(p), Some(s)) = (&live.sender_pacer, sender) {
-            if let Some(w) = p.bulk_yield(s, now) {
-                return Some(Blocked {
-                    wait: ms(w),
-                    by_sender: true,
-                });
+        if let Some(s) = by_sender {
+            if let Some(w) = yields(&live.sender_pacer, s) {
+                return Some(blocked("sender", ms(w), &live.sender_pacer, s));
             }
         }
     }
@@ -326,20 +323,14 @@ fn throttled(live: &Live, sender: Option<&str>, bulk: bool) -> Option<Blocked> {
     };
     // The sender first: a cell the connection gives can't be given back if the sender's
     // limit then says no, and per-sender limits are usually the tighter ones.
-    if let (Some(l), Some(s)) = (&live.sender_limiter, sender) {
+    if let (Some(l), Some(s)) = (&live.sender_limiter, by_sender) {
         if let Err(not_until) = l.check_key(&s.to_string()) {
-            return Some(Blocked {
-                wait: wait(not_until),
-                by_sender: true,
-            });
+            return Some(blocked("sender", wait(not_until), &live.sender_pacer, s));
         }
     }
     if let Some(l) = &live.limiter {
         if let Err(not_until) = l.check() {
-            return Some(Blocked {
-                wait: wait(not_until),
-                by_sender: false,
-            });
+            return Some(blocked("connection", wait(not_until), &live.pacer, ""));
         }
     }
     None

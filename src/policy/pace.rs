@@ -52,36 +52,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     }
 }
 
-/// Slots for one rate (messages per second).
+/// Slots for one rate (messages per second), per key: a connection's pacer uses one key
+/// (`""`), a per-sender pacer one per sender. Keys are created on first use; idle ones are
+/// dropped as the map grows.
 #[derive(Debug)]
 pub struct Pacer {
-    interval_ms: i64,
-    horizons: Mutex<Horizons>,
-}
-
-impl Pacer {
-    pub fn new(per_second: NonZeroU32) -> Pacer {
-        Pacer {
-            interval_ms: interval(per_second),
-            horizons: Mutex::new(Horizons::default()),
-        }
-    }
-
-    /// Reserves the next free slot at or after `earliest` (ms since the epoch) and returns it.
-    pub fn reserve(&self, now: i64, earliest: i64, bulk: bool) -> i64 {
-        lock(&self.horizons).reserve(self.interval_ms, now, earliest, bulk)
-    }
-
-    /// For a bulk message: how long (ms) transactional messages already hold the slots. A
-    /// bulk message must not take the limiter's next cell from them.
-    pub fn bulk_yield(&self, now: i64) -> Option<i64> {
-        lock(&self.horizons).bulk_yield(now)
-    }
-}
-
-/// One pacer per key (sender), created on first use; idle keys are dropped as the map grows.
-#[derive(Debug)]
-pub struct KeyedPacer {
     interval_ms: i64,
     horizons: Mutex<HashMap<String, Horizons>>,
 }
@@ -89,14 +64,16 @@ pub struct KeyedPacer {
 /// Keys kept before idle ones (horizon in the past) are pruned.
 const PRUNE_AT: usize = 4096;
 
-impl KeyedPacer {
-    pub fn new(per_second: NonZeroU32) -> KeyedPacer {
-        KeyedPacer {
+impl Pacer {
+    pub fn new(per_second: NonZeroU32) -> Pacer {
+        Pacer {
             interval_ms: interval(per_second),
             horizons: Mutex::new(HashMap::new()),
         }
     }
 
+    /// Reserves the next free slot for `key` at or after `earliest` (ms since the epoch) and
+    /// returns it.
     pub fn reserve(&self, key: &str, now: i64, earliest: i64, bulk: bool) -> i64 {
         let mut map = lock(&self.horizons);
         if map.len() >= PRUNE_AT {
@@ -107,7 +84,8 @@ impl KeyedPacer {
             .reserve(self.interval_ms, now, earliest, bulk)
     }
 
-    /// [`Pacer::bulk_yield`] for one key.
+    /// For a bulk message: how long (ms) transactional messages already hold `key`'s slots.
+    /// A bulk message must not take the limiter's next cell from them.
     pub fn bulk_yield(&self, key: &str, now: i64) -> Option<i64> {
         lock(&self.horizons)
             .get(key)
@@ -130,37 +108,37 @@ mod tests {
     #[test]
     fn slots_are_one_interval_apart_and_never_in_the_past() {
         let p = Pacer::new(rate(20));
-        let slots: Vec<i64> = (0..5).map(|_| p.reserve(1_000, 1_000, false)).collect();
+        let slots: Vec<i64> = (0..5).map(|_| p.reserve("", 1_000, 1_000, false)).collect();
         assert_eq!(slots, vec![1_050, 1_100, 1_150, 1_200, 1_250]);
         // Much later: the backlog has drained, the next slot starts from now.
-        assert_eq!(p.reserve(10_000, 10_000, false), 10_050);
+        assert_eq!(p.reserve("", 10_000, 10_000, false), 10_050);
     }
 
     #[test]
     fn earliest_pushes_the_slot_out() {
         let p = Pacer::new(rate(10));
-        assert_eq!(p.reserve(1_000, 5_000, false), 5_000);
-        assert_eq!(p.reserve(1_000, 1_000, false), 5_100);
+        assert_eq!(p.reserve("", 1_000, 5_000, false), 5_000);
+        assert_eq!(p.reserve("", 1_000, 1_000, false), 5_100);
     }
 
     #[test]
     fn a_bulk_backlog_does_not_push_transactional_back() {
         let p = Pacer::new(rate(10));
-        let bulk: Vec<i64> = (0..50).map(|_| p.reserve(0, 0, true)).collect();
+        let bulk: Vec<i64> = (0..50).map(|_| p.reserve("", 0, 0, true)).collect();
         assert_eq!(bulk.last(), Some(&5_000));
         // Transactional traffic arriving behind a 5 s bulk backlog goes out at once…
-        assert_eq!(p.reserve(0, 0, false), 100);
-        assert_eq!(p.reserve(0, 0, false), 200);
+        assert_eq!(p.reserve("", 0, 0, false), 100);
+        assert_eq!(p.reserve("", 0, 0, false), 200);
         // …and later bulk waits for both, and holds back until they are out.
-        assert_eq!(p.reserve(0, 0, true), 5_100);
-        assert_eq!(p.bulk_yield(50), Some(150));
-        assert_eq!(p.bulk_yield(200), None);
+        assert_eq!(p.reserve("", 0, 0, true), 5_100);
+        assert_eq!(p.bulk_yield("", 50), Some(150));
+        assert_eq!(p.bulk_yield("", 200), None);
         // Bulk never gets a slot before pending transactional ones.
         let q = Pacer::new(rate(10));
         for _ in 0..30 {
-            q.reserve(0, 0, false);
+            q.reserve("", 0, 0, false);
         }
-        assert_eq!(q.reserve(0, 0, true), 3_100);
+        assert_eq!(q.reserve("", 0, 0, true), 3_100);
     }
 
     #[test]
@@ -171,7 +149,7 @@ mod tests {
                 let p = p.clone();
                 std::thread::spawn(move || {
                     (0..1000)
-                        .map(|_| p.reserve(0, 0, false))
+                        .map(|_| p.reserve("", 0, 0, false))
                         .collect::<Vec<_>>()
                 })
             })
@@ -187,7 +165,7 @@ mod tests {
 
     #[test]
     fn keys_are_paced_apart_and_idle_keys_pruned() {
-        let p = KeyedPacer::new(rate(1));
+        let p = Pacer::new(rate(1));
         assert_eq!(p.reserve("a", 0, 0, false), 1_000);
         assert_eq!(p.reserve("a", 0, 0, false), 2_000);
         assert_eq!(p.reserve("b", 0, 0, false), 1_000);

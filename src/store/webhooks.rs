@@ -9,6 +9,7 @@ use crate::domain::{ids, now_ms};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 use std::str::FromStr;
+use std::sync::LazyLock;
 use weft_provider::{DeliveryStatus, InboundEvent, StatusEvent};
 
 pub struct WebhookJob {
@@ -62,7 +63,10 @@ pub async fn run(
             ],
         );
         if let (InboundEvent::Status(_), Some(pid)) = (ev, pid) {
-            script.add(REF_SQL, vec![(&job.connection_id).into(), pid.into()]);
+            script.add(
+                REF_SQL.as_str(),
+                vec![(&job.connection_id).into(), pid.into()],
+            );
         }
         let mut results = script.run(&mut *conn).await?.into_iter();
         let inserted = results.next().map_or(0, |o| o.rows_affected);
@@ -112,11 +116,20 @@ pub async fn run(
 
 /// A provider id's ref (`$1` connection, `$2` provider id): message, attempt, part status,
 /// the attempt's number of parts, and the message's [`status::CURRENT_COLUMNS`].
-const REF_SQL: &str = "SELECT r.message_id, r.attempt_id, r.status AS part_status,
-        (SELECT COUNT(*) FROM provider_refs p WHERE p.message_id = r.message_id AND p.attempt_id = r.attempt_id) AS parts,
-        m.status, m.tenant_id, m.channel, m.conversation_id, m.created_at, m.callback_url, m.callback_secret
-    FROM provider_refs r JOIN messages m ON m.id = r.message_id
-    WHERE r.connection_id = $1 AND r.provider_message_id = $2";
+static REF_SQL: LazyLock<String> = LazyLock::new(|| {
+    let current: Vec<String> = status::CURRENT_COLUMNS
+        .split(", ")
+        .map(|c| format!("m.{c}"))
+        .collect();
+    format!(
+        "SELECT r.message_id, r.attempt_id, r.status AS part_status,
+            (SELECT COUNT(*) FROM provider_refs p WHERE p.message_id = r.message_id AND p.attempt_id = r.attempt_id) AS parts,
+            {}
+         FROM provider_refs r JOIN messages m ON m.id = r.message_id
+         WHERE r.connection_id = $1 AND r.provider_message_id = $2",
+        current.join(", ")
+    )
+});
 
 /// Applies one receipt. `None`: no message known yet (park it).
 async fn apply_status(
@@ -125,7 +138,7 @@ async fn apply_status(
     s: &StatusEvent,
     now: i64,
 ) -> Result<Option<Vec<StatusChange>>, sqlx::Error> {
-    let by_ref = sqlx::query(REF_SQL)
+    let by_ref = sqlx::query(&REF_SQL)
         .bind(connection_id)
         .bind(&s.provider_message_id)
         .fetch_optional(&mut *conn)
