@@ -69,20 +69,8 @@ SIM=${SIM_BIN:-$TARGET_DIR/release/twilio-sim}
 PIDS=()
 DIR=""
 
-log() { printf '[mixed.sh %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "FAILED: $*"; exit 1; }
-
-stop_pid() {
-  local pid=$1 _
-  kill -0 "$pid" 2>/dev/null || return 0
-  kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 1 150); do
-    kill -0 "$pid" 2>/dev/null || return 0
-    sleep 0.1
-  done
-  log "pid $pid did not stop on SIGTERM; killing it"
-  kill -KILL "$pid" 2>/dev/null || true
-}
+# shellcheck source=load-tests/lib.sh
+. "$ROOT/load-tests/lib.sh"
 
 cleanup() {
   local rc=$? pid
@@ -95,17 +83,6 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-bounded() { timeout --kill-after=10 "$STEP_TIMEOUT" "$@"; }
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-wait_http() { # url seconds pid-to-watch
-  local url=$1 secs=$2 pid=${3:-} _
-  for _ in $(seq 1 $((secs * 10))); do
-    if curl -fsS -o /dev/null --max-time 2 "$url" 2>/dev/null; then return 0; fi
-    if [[ -n $pid ]] && ! kill -0 "$pid" 2>/dev/null; then return 1; fi
-    sleep 0.1
-  done
-  return 1
-}
 # The "delivered" sample of weft's status counter, summed (0 if absent).
 delivered_now() {
   curl -fsS --max-time 5 "http://127.0.0.1:$PORT/metrics" |

@@ -52,6 +52,41 @@ pub(crate) fn weft_cmd(config: &Path) -> Command {
     cmd
 }
 
+/// The top of every real-binary test's config: where it listens (and is called back), its
+/// database, JSON logs at `log_level`, a small store pool. Tests append their own sections.
+pub(crate) fn config_head(port: u16, db_url: &str, log_level: &str) -> String {
+    format!(
+        r#"
+listen = "127.0.0.1:{port}"
+public_url = "http://127.0.0.1:{port}"
+database_url = "{db_url}"
+
+[log]
+format = "json"
+level = "{log_level}"
+
+[store]
+pool_size = 4
+writers = 2
+"#
+    )
+}
+
+/// `weft tenant create` and `weft api-key create` on the real binary; returns the new key
+/// (printed alone on the last line).
+pub(crate) fn create_tenant_key(config: &Path, tenant: &str) -> String {
+    cli(config, &["tenant", "create", tenant]);
+    let out = cli(config, &["api-key", "create", "--tenant", tenant]);
+    let key = out
+        .lines()
+        .rfind(|l| !l.trim().is_empty())
+        .expect("a key line")
+        .trim()
+        .to_string();
+    assert!(key.starts_with("weft_"), "key on the last line: {out}");
+    key
+}
+
 /// Runs a CLI command to completion; returns its stdout.
 pub(crate) fn cli(config: &Path, args: &[&str]) -> String {
     let out = weft_cmd(config)
@@ -155,19 +190,7 @@ async fn kill_9_mid_dispatch_loses_nothing_and_doubles_nothing(b: Backend) {
     std::fs::write(
         &config,
         format!(
-            r#"
-listen = "127.0.0.1:{port}"
-public_url = "{base}"
-database_url = "{db_url}"
-
-[log]
-format = "json"
-level = "warn"
-
-[store]
-pool_size = 4
-writers = 2
-
+            r#"{head}
 [dispatch]
 concurrency = 64
 max_attempts = 8
@@ -196,7 +219,7 @@ rate_limit_per_second = 500
 account_sid = "{sid}"
 auth_token = "{token}"
 "#,
-            db_url = db.url,
+            head = config_head(port, &db.url, "warn"),
             sim_url = proxy.base_url,
             sid = sim.account_sid(),
             token = sim.auth_token(),
@@ -204,15 +227,7 @@ auth_token = "{token}"
     )
     .expect("write config");
 
-    cli(&config, &["tenant", "create", "crash"]);
-    let out = cli(&config, &["api-key", "create", "--tenant", "crash"]);
-    let key = out
-        .lines()
-        .rfind(|l| !l.trim().is_empty())
-        .expect("a key line")
-        .trim()
-        .to_string();
-    assert!(key.starts_with("weft_"), "key on the last line: {out}");
+    let key = create_tenant_key(&config, "crash");
 
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))

@@ -4,7 +4,7 @@
 //! had started finished and was recorded), and after a restart every message ends `delivered`
 //! with the simulator having received each exactly once.
 
-use crate::crash::{cli, free_port, serve, statuses, wait_ready};
+use crate::crash::{config_head, create_tenant_key, free_port, serve, statuses, wait_ready};
 use crate::helpers::*;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -37,19 +37,7 @@ async fn sigterm_drains_in_flight_sends_and_exits_cleanly(b: Backend) {
     std::fs::write(
         &config,
         format!(
-            r#"
-listen = "127.0.0.1:{port}"
-public_url = "{base}"
-database_url = "{db_url}"
-
-[log]
-format = "json"
-level = "info"
-
-[store]
-pool_size = 4
-writers = 2
-
+            r#"{head}
 [dispatch]
 concurrency = {CONCURRENCY}
 max_attempts = 8
@@ -78,7 +66,7 @@ rate_limit_per_second = 500
 account_sid = "{sid}"
 auth_token = "{token}"
 "#,
-            db_url = db.url,
+            head = config_head(port, &db.url, "info"),
             sim_url = sim.base_url(),
             sid = sim.account_sid(),
             token = sim.auth_token(),
@@ -86,15 +74,7 @@ auth_token = "{token}"
     )
     .expect("write config");
 
-    cli(&config, &["tenant", "create", "drain"]);
-    let out = cli(&config, &["api-key", "create", "--tenant", "drain"]);
-    let key = out
-        .lines()
-        .rfind(|l| !l.trim().is_empty())
-        .expect("a key line")
-        .trim()
-        .to_string();
-    assert!(key.starts_with("weft_"), "key on the last line: {out}");
+    let key = create_tenant_key(&config, "drain");
 
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))

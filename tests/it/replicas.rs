@@ -13,7 +13,7 @@
 //! attempts per replica 3351/3254/3395, simulator: 10,000 sends for 10,000 messages, none
 //! missing, none twice. (3,000: all delivered at 12.6 s, 238 msg/s.)
 
-use crate::crash::{cli, free_port, serve, statuses, wait_ready, Weft};
+use crate::crash::{config_head, create_tenant_key, free_port, serve, statuses, wait_ready, Weft};
 use crate::helpers::*;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -48,19 +48,7 @@ fn messages() -> usize {
 /// The configuration every replica shares; only `listen` and `public_url` differ.
 fn config(port: u16, db_url: &str, sim: &Simulator) -> String {
     format!(
-        r#"
-listen = "127.0.0.1:{port}"
-public_url = "http://127.0.0.1:{port}"
-database_url = "{db_url}"
-
-[log]
-format = "json"
-level = "warn"
-
-[store]
-pool_size = 4
-writers = 2
-
+        r#"{head}
 [dispatch]
 concurrency = 64
 max_attempts = 8
@@ -89,6 +77,7 @@ rate_limit_per_second = 1000
 account_sid = "{sid}"
 auth_token = "{token}"
 "#,
+        head = config_head(port, db_url, "warn"),
         sim_url = sim.base_url(),
         sid = sim.account_sid(),
         token = sim.auth_token(),
@@ -161,17 +150,7 @@ async fn three_replicas_share_one_database_exactly_once() {
         .collect();
 
     // The CLI migrates the fresh database once, before any replica starts.
-    cli(&replicas[0].config, &["tenant", "create", TENANT_NAME]);
-    let out = cli(
-        &replicas[0].config,
-        &["api-key", "create", "--tenant", TENANT_NAME],
-    );
-    let key = out
-        .lines()
-        .rfind(|l| !l.trim().is_empty())
-        .expect("a key line")
-        .trim()
-        .to_string();
+    let key = create_tenant_key(&replicas[0].config, TENANT_NAME);
 
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))

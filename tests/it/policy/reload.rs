@@ -5,7 +5,7 @@
 //! is refused on SIGHUP: the process stays up and the rules in force keep working.
 
 use super::*;
-use crate::crash::{cli, free_port, serve, wait_ready, Weft};
+use crate::crash::{config_head, create_tenant_key, free_port, serve, wait_ready, Weft};
 use serde_json::json;
 use std::path::Path;
 use std::process::Command;
@@ -20,19 +20,7 @@ const REFUSED: &str = "Configuration reload refused";
 /// The whole config file: both connections, and `routes` (TOML) at the end.
 fn config_file(port: u16, db_url: &str, a: &Simulator, b: &Simulator, routes: &str) -> String {
     format!(
-        r#"
-listen = "127.0.0.1:{port}"
-public_url = "http://127.0.0.1:{port}"
-database_url = "{db_url}"
-
-[log]
-format = "json"
-level = "info"
-
-[store]
-pool_size = 4
-writers = 2
-
+        r#"{head}
 [dispatch]
 concurrency = 8
 max_attempts = 6
@@ -47,6 +35,7 @@ request_timeout_seconds = 5
 enabled = false
 {a_conn}{b_conn}
 {routes}"#,
+        head = config_head(port, db_url, "info"),
         a_conn = twilio_conn(A, &a.base_url(), a, &["sms"]),
         b_conn = twilio_conn(B, &b.base_url(), b, &["sms"]),
     )
@@ -156,14 +145,7 @@ pub(super) async fn sighup_reloads_routes_and_refuses_a_bad_config(b: Backend) {
     let problems = weft::config::Config::from_toml(&bad).expect_err("the bad config is bad");
     assert!(problems.to_string().contains("nope"), "{problems}");
     std::fs::write(&path, &a_cfg).expect("write the config");
-    cli(&path, &["tenant", "create", TENANT]);
-    let out = cli(&path, &["api-key", "create", "--tenant", TENANT]);
-    let key = out
-        .lines()
-        .rfind(|l| !l.trim().is_empty())
-        .expect("a key line")
-        .trim()
-        .to_string();
+    let key = create_tenant_key(&path, TENANT);
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
