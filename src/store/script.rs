@@ -13,6 +13,7 @@
 use futures::TryStreamExt;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Either, Executor};
+use std::borrow::Cow;
 
 /// A bind value.
 #[derive(Debug, Clone)]
@@ -79,7 +80,8 @@ pub struct Out {
 /// Statements to run in order, in the caller's transaction.
 #[derive(Debug, Default)]
 pub struct Script {
-    stmts: Vec<(String, Vec<Val>)>,
+    /// Mostly `&'static str` constants: no copy of the SQL per statement on the hot path.
+    stmts: Vec<(Cow<'static, str>, Vec<Val>)>,
 }
 
 impl Script {
@@ -88,7 +90,7 @@ impl Script {
     }
 
     /// Adds a statement; its parameters are numbered `$1…$k` as if it ran alone.
-    pub fn add(&mut self, sql: impl Into<String>, args: Vec<Val>) -> usize {
+    pub fn add(&mut self, sql: impl Into<Cow<'static, str>>, args: Vec<Val>) -> usize {
         self.stmts.push((sql.into(), args));
         self.stmts.len() - 1
     }
