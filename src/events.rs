@@ -1,6 +1,7 @@
 //! What happens after a status change is committed: metrics now, app webhooks later.
 
 use crate::metrics;
+use crate::store::db::Db;
 use crate::store::StatusChange;
 use weft_provider::DeliveryStatus;
 
@@ -27,7 +28,7 @@ pub fn channel_label(channel: &str) -> &'static str {
 
 /// Queues an app-webhook event in the current transaction (durable with the change).
 pub async fn app_event(
-    conn: &mut sqlx::AnyConnection,
+    conn: &mut Db<'_>,
     tenant_id: &str,
     event_type: &str,
     data: &serde_json::Value,

@@ -3,20 +3,11 @@
 
 use super::views::EndpointView;
 use crate::domain::rfc3339;
-use crate::store::{Backend, Store};
+use crate::store::db::{query, Db};
+use crate::store::Store;
 use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, AnyPool, Connection, Row};
+use sqlx::{Connection, Row};
 use std::collections::HashSet;
-
-/// Writes outside the group-commit writer: SQLite has exactly one writing connection, so
-/// they share it (a second SQLite writer would break the writer's transactions);
-/// PostgreSQL takes them on the larger read pool.
-pub fn write_pool(store: &Store) -> &AnyPool {
-    match store.backend() {
-        Backend::Sqlite => store.write_pool(),
-        Backend::Postgres => store.reader(),
-    }
-}
 
 fn endpoint_view(r: &AnyRow) -> Result<EndpointView, sqlx::Error> {
     let events: String = r.try_get("events")?;
@@ -74,7 +65,7 @@ async fn try_create(
     idempotency: Option<(&str, &str)>,
     now: i64,
 ) -> Result<Created, sqlx::Error> {
-    let mut conn = write_pool(store).acquire().await?;
+    let mut conn = store.side_write_conn().await?;
     let mut tx = conn.begin().await?;
     if let Some((key, hash)) = idempotency {
         let key = format!("{IDEM_PREFIX}{key}");
@@ -185,7 +176,7 @@ pub async fn delete_endpoint(
     id: &str,
     now: i64,
 ) -> Result<Option<bool>, sqlx::Error> {
-    let mut conn = write_pool(store).acquire().await?;
+    let mut conn = store.side_write_conn().await?;
     let mut tx = conn.begin().await?;
     let done = sqlx::query("UPDATE webhook_endpoints SET deleted_at = $1 WHERE id = $2 AND tenant_id = $3 AND deleted_at IS NULL")
         .bind(now)
@@ -222,10 +213,10 @@ pub async fn live_tenants(store: &Store) -> Result<HashSet<String>, sqlx::Error>
 
 /// Live endpoints of a tenant: (id, subscribed events).
 pub async fn subscribers(
-    conn: &mut AnyConnection,
+    conn: &mut Db<'_>,
     tenant_id: &str,
 ) -> Result<Vec<(String, Vec<String>)>, sqlx::Error> {
-    let rows = sqlx::query(
+    let rows = query(
         "SELECT id, events FROM webhook_endpoints WHERE tenant_id = $1 AND deleted_at IS NULL",
     )
     .bind(tenant_id)

@@ -21,7 +21,7 @@ mod worker;
 pub use worker::{backoff, start, AppWebhooks};
 
 use crate::domain::ids::{new_id, IdKind};
-use sqlx::AnyConnection;
+use crate::store::db::Db;
 use std::sync::OnceLock;
 use tokio::sync::Notify;
 
@@ -37,7 +37,7 @@ pub const EVENT_TYPES: [&str; 4] = [
 /// of the tenant subscribed to it, inside the caller's transaction. Returns at once, with
 /// no SQL, for a tenant that has no live endpoint.
 pub async fn enqueue(
-    conn: &mut AnyConnection,
+    conn: &mut Db<'_>,
     tenant_id: &str,
     event_type: &str,
     data: &serde_json::Value,
@@ -83,7 +83,7 @@ pub struct Callback<'a> {
 /// Queues `event_type` for a message's `callback_url`, inside the caller's transaction; it
 /// is delivered, signed and retried like any app webhook.
 pub async fn enqueue_callback(
-    conn: &mut AnyConnection,
+    conn: &mut Db<'_>,
     to: &Callback<'_>,
     event_type: &str,
     data: &serde_json::Value,

@@ -1,12 +1,13 @@
 //! The delivery queue: rows written by `enqueue`, claimed by the worker under a lease,
 //! and the results of each attempt.
 
-use super::db::{page, write_pool};
+use super::db::page;
 use super::views::{AttemptEntry, DeliveryView};
 use crate::domain::rfc3339;
+use crate::store::db::{query, Db};
 use crate::store::{Backend, Store};
 use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, Connection, Row};
+use sqlx::{Connection, Row};
 
 /// A claimed delivery with what it takes to send it.
 pub struct Claimed {
@@ -109,15 +110,12 @@ pub struct NewDelivery<'a> {
     pub now: i64,
 }
 
-pub async fn insert_delivery(
-    conn: &mut AnyConnection,
-    d: &NewDelivery<'_>,
-) -> Result<(), sqlx::Error> {
+pub async fn insert_delivery(conn: &mut Db<'_>, d: &NewDelivery<'_>) -> Result<(), sqlx::Error> {
     let (endpoint, callback) = match &d.target {
         Target::Endpoint(e) => (Some(*e), None),
         Target::Callback(c) => (None, Some(*c)),
     };
-    sqlx::query("INSERT INTO app_webhook_deliveries (id, endpoint_id, tenant_id, event_id, event_type, payload, attempts, next_attempt_at, lease_until, status, created_at, url, secret, message_id) VALUES ($1, $2, $3, $4, $5, $6, 0, $7, 0, 'pending', $8, $9, $10, $11)")
+    query("INSERT INTO app_webhook_deliveries (id, endpoint_id, tenant_id, event_id, event_type, payload, attempts, next_attempt_at, lease_until, status, created_at, url, secret, message_id) VALUES ($1, $2, $3, $4, $5, $6, 0, $7, 0, 'pending', $8, $9, $10, $11)")
         .bind(format!("dlv_{}", ulid::Ulid::new()))
         .bind(endpoint)
         .bind(d.tenant_id)
@@ -156,7 +154,7 @@ pub async fn claim(
     if due.is_none() {
         return Ok(Vec::new());
     }
-    let mut conn = write_pool(store).acquire().await?;
+    let mut conn = store.side_write_conn().await?;
     let mut tx = conn.begin().await?;
     let sql = format!(
         "UPDATE app_webhook_deliveries SET lease_token = $1, lease_until = $2 WHERE id IN (
@@ -216,7 +214,7 @@ pub async fn claim(
 
 /// Records attempt results in one transaction; a row whose lease was taken over is left alone.
 pub async fn record(store: &Store, results: &[Recorded]) -> Result<(), sqlx::Error> {
-    let mut conn = write_pool(store).acquire().await?;
+    let mut conn = store.side_write_conn().await?;
     let mut tx = conn.begin().await?;
     for r in results {
         let log = serde_json::to_string(&r.log).unwrap_or_else(|_| "[]".into());

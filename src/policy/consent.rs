@@ -5,8 +5,9 @@
 
 use crate::config::ConsentConfig;
 use crate::domain::ids::{self, IdKind};
+use crate::store::db::{query, Db};
 use serde::Serialize;
-use sqlx::{AnyConnection, Row};
+use sqlx::Row;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use utoipa::ToSchema;
@@ -179,7 +180,7 @@ impl Subject {
 /// Writes a consent change (ledger row + log entry).
 #[allow(clippy::too_many_arguments)]
 pub async fn record(
-    conn: &mut AnyConnection,
+    conn: &mut Db<'_>,
     tenant_id: &str,
     s: &Subject,
     opted_out: bool,
@@ -189,7 +190,7 @@ pub async fn record(
     now: i64,
 ) -> Result<(), sqlx::Error> {
     let status = if opted_out { "opted_out" } else { "opted_in" };
-    sqlx::query(
+    query(
         "INSERT INTO consent (tenant_id, subject, scope, scope_value, status, source, keyword, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
          ON CONFLICT (tenant_id, subject, scope, scope_value) DO UPDATE SET status = excluded.status, source = excluded.source, keyword = excluded.keyword, updated_at = excluded.updated_at",
     )
@@ -203,7 +204,7 @@ pub async fn record(
     .bind(now)
     .execute(&mut *conn)
     .await?;
-    sqlx::query(
+    query(
         "INSERT INTO consent_log (id, tenant_id, subject, scope, scope_value, status, source, keyword, message_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     )
     .bind(ids::new_id(IdKind::Event))
@@ -224,7 +225,7 @@ pub async fn record(
 /// True when a send to `customer` (identity) on `channel` from `sender` (identity) is
 /// blocked by any scope of the ledger.
 pub async fn opted_out(
-    conn: &mut AnyConnection,
+    conn: &mut Db<'_>,
     tenant_id: &str,
     customer: &str,
     channel: Channel,
@@ -233,7 +234,7 @@ pub async fn opted_out(
     let contact = crate::threading::contacts::owner(conn, tenant_id, customer)
         .await?
         .unwrap_or_default();
-    let row = sqlx::query(
+    let row = query(
         "SELECT 1 AS x FROM consent WHERE tenant_id = $1 AND status = 'opted_out' AND (
             (scope = 'channel' AND subject = $2 AND scope_value = $3)
          OR (scope = 'sender' AND subject = $4 AND scope_value = $5)
@@ -251,9 +252,9 @@ pub async fn opted_out(
 }
 
 /// Whether the ledger holds any opt-out at all.
-pub async fn any_opt_out(conn: &mut AnyConnection) -> Result<bool, sqlx::Error> {
+pub async fn any_opt_out(conn: &mut Db<'_>) -> Result<bool, sqlx::Error> {
     Ok(
-        sqlx::query("SELECT 1 AS x FROM consent WHERE status = 'opted_out' LIMIT 1")
+        query("SELECT 1 AS x FROM consent WHERE status = 'opted_out' LIMIT 1")
             .fetch_optional(&mut *conn)
             .await?
             .is_some(),
@@ -279,11 +280,11 @@ pub struct ConsentEntry {
 
 /// The ledger entries of a contact and its identities.
 pub async fn entries(
-    conn: &mut AnyConnection,
+    conn: &mut Db<'_>,
     tenant_id: &str,
     contact_id: &str,
 ) -> Result<Vec<ConsentEntry>, sqlx::Error> {
-    let rows = sqlx::query(
+    let rows = query(
         "SELECT subject, scope, scope_value, status, source, keyword, updated_at FROM consent WHERE tenant_id = $1 AND (
             subject = $2 OR subject IN (SELECT address FROM identities WHERE contact_id = $3)) ORDER BY updated_at",
     )

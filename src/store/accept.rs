@@ -1,11 +1,12 @@
 //! Accepting a message: idempotency check, conversation, message row and outbox row in one
 //! transaction.
 
+use super::db::{query, Db};
 use super::script::Script;
 use crate::domain::message::{MessageView, NewMessage};
 use crate::domain::now_ms;
 use crate::threading::contacts;
-use sqlx::{AnyConnection, Row};
+use sqlx::Row;
 
 /// An idempotency key is remembered this long.
 pub const IDEMPOTENCY_TTL_MS: i64 = 24 * 3600 * 1000;
@@ -31,7 +32,7 @@ pub enum AcceptOutcome {
     UnknownConversation,
 }
 
-pub async fn run(conn: &mut AnyConnection, job: &AcceptJob) -> Result<AcceptOutcome, sqlx::Error> {
+pub async fn run(conn: &mut Db<'_>, job: &AcceptJob) -> Result<AcceptOutcome, sqlx::Error> {
     let m = &job.msg;
     let p = &m.policy;
     if let Some((key, hash)) = &job.idempotency {
@@ -40,7 +41,7 @@ pub async fn run(conn: &mut AnyConnection, job: &AcceptJob) -> Result<AcceptOutc
         // that commit and do nothing; the second round then reads its answer back, instead of
         // a unique violation failing the request.
         for _ in 0..2 {
-            let row = sqlx::query(
+            let row = query(
                 "SELECT request_hash, response_status, response_body, created_at FROM idempotency_keys WHERE tenant_id = $1 AND idem_key = $2",
             )
             .bind(&m.tenant_id)
@@ -60,13 +61,13 @@ pub async fn run(conn: &mut AnyConnection, job: &AcceptJob) -> Result<AcceptOutc
                         body: row.try_get("response_body")?,
                     });
                 }
-                sqlx::query("DELETE FROM idempotency_keys WHERE tenant_id = $1 AND idem_key = $2")
+                query("DELETE FROM idempotency_keys WHERE tenant_id = $1 AND idem_key = $2")
                     .bind(&m.tenant_id)
                     .bind(key)
                     .execute(&mut *conn)
                     .await?;
             }
-            let claimed = sqlx::query(
+            let claimed = query(
                 "INSERT INTO idempotency_keys (tenant_id, idem_key, request_hash, response_status, response_body, created_at) VALUES ($1, $2, $3, 202, '', $4)
                  ON CONFLICT (tenant_id, idem_key) DO NOTHING",
             )
@@ -86,7 +87,7 @@ pub async fn run(conn: &mut AnyConnection, job: &AcceptJob) -> Result<AcceptOutc
     let mut conversation_created = false;
     let conversation_id = match &m.conversation_id {
         Some(id) => {
-            let found = sqlx::query("SELECT id FROM conversations WHERE id = $1 AND tenant_id = $2 AND state <> 'closed'")
+            let found = query("SELECT id FROM conversations WHERE id = $1 AND tenant_id = $2 AND state <> 'closed'")
                 .bind(id)
                 .bind(&m.tenant_id)
                 .fetch_optional(&mut *conn)

@@ -2,10 +2,11 @@
 //! whose message has nothing left to do is removed; one with an attempt still in flight
 //! (its sender died mid-send) is held for the reconcile window (see [`super::delivery`]).
 
+use super::db::{query, Db};
 use super::delivery::delete_outbox;
 use super::Backend;
 use crate::domain::message::{DispatchItem, Purpose, SendPolicy};
-use sqlx::{AnyConnection, Row};
+use sqlx::Row;
 use std::str::FromStr;
 use weft_provider::{Channel, DeliveryStatus, Template};
 
@@ -25,7 +26,7 @@ pub struct Claimed {
 
 /// Leases up to `job.limit` due rows (transactional first) and loads their messages.
 pub async fn claim(
-    conn: &mut AnyConnection,
+    conn: &mut Db<'_>,
     backend: Backend,
     job: &ClaimJob,
 ) -> Result<Vec<Claimed>, sqlx::Error> {
@@ -39,7 +40,7 @@ pub async fn claim(
             SELECT message_id FROM outbox WHERE available_at <= $3 AND lease_until < $4 ORDER BY priority, available_at LIMIT $5{lock}
          ) RETURNING message_id, tries, purpose"
     );
-    let rows = sqlx::query(&sql)
+    let rows = query(&sql)
         .bind(&job.token)
         .bind(job.lease_until)
         .bind(job.now)
@@ -55,7 +56,7 @@ pub async fn claim(
             "fallback" => Purpose::FallbackCheck,
             _ => Purpose::Send,
         };
-        let Some(m) = sqlx::query(
+        let Some(m) = query(
             "SELECT tenant_id, conversation_id, channel, to_addr, from_addr, body, subject, template, status, created_at,
                     pinned_connection, fallback, fallback_after_ms, send_at, valid_until, priority, kind, channel_step, fallback_success
              FROM messages WHERE id = $1",
@@ -109,7 +110,7 @@ pub async fn claim(
             continue;
         }
         // An attempt still in flight means its sender died mid-send: wait for proof.
-        let pending = sqlx::query(
+        let pending = query(
             "SELECT id, started_at FROM attempts WHERE message_id = $1 AND outcome = 'in_flight'",
         )
         .bind(&id)
@@ -120,13 +121,13 @@ pub async fn claim(
             for p in &pending {
                 latest = latest.max(p.try_get("started_at")?);
             }
-            sqlx::query("UPDATE attempts SET outcome = 'unknown', finished_at = $1 WHERE message_id = $2 AND outcome = 'in_flight'")
+            query("UPDATE attempts SET outcome = 'unknown', finished_at = $1 WHERE message_id = $2 AND outcome = 'in_flight'")
                 .bind(job.now)
                 .bind(&id)
                 .execute(&mut *conn)
                 .await?;
             let hold_until = (latest + job.reconcile_ms).max(job.now + job.reconcile_ms);
-            sqlx::query("UPDATE outbox SET available_at = $1, lease_token = NULL, lease_until = 0 WHERE message_id = $2")
+            query("UPDATE outbox SET available_at = $1, lease_token = NULL, lease_until = 0 WHERE message_id = $2")
                 .bind(hold_until)
                 .bind(&id)
                 .execute(&mut *conn)

@@ -2,6 +2,7 @@
 //! A merge moves the merged contact's live identities to the survivor and records exactly
 //! which ones, so an unmerge puts them back; nothing is deleted.
 
+use super::db::Db;
 use super::{json_col, Store, StoreError};
 use crate::domain::ids::{self, IdKind};
 use crate::domain::{now_ms, rfc3339};
@@ -86,7 +87,7 @@ async fn live_owner(
     tenant_id: &str,
     address: &str,
 ) -> Result<Option<String>, sqlx::Error> {
-    crate::threading::contacts::owner(conn, tenant_id, address).await
+    crate::threading::contacts::owner(&mut Db::Any(&mut *conn), tenant_id, address).await
 }
 
 async fn insert_identity(
@@ -157,7 +158,7 @@ impl Store {
         metadata: Option<&serde_json::Value>,
         addresses: &[String],
     ) -> Result<ContactOutcome<ContactView>, StoreError> {
-        let mut conn = self.write_pool().acquire().await?;
+        let mut conn = self.write_conn().await?;
         let mut tx = conn.begin().await?;
         for a in addresses {
             if let Some(owner) = live_owner(&mut tx, tenant_id, a).await? {
@@ -193,7 +194,7 @@ impl Store {
         contact_id: &str,
         address: &str,
     ) -> Result<ContactOutcome<IdentityView>, StoreError> {
-        let mut conn = self.write_pool().acquire().await?;
+        let mut conn = self.write_conn().await?;
         let mut tx = conn.begin().await?;
         if load(&mut tx, tenant_id, contact_id).await?.is_none() {
             return Ok(ContactOutcome::NotFound);
@@ -224,7 +225,7 @@ impl Store {
         identity_id: &str,
         valid_to: i64,
     ) -> Result<ContactOutcome<IdentityView>, StoreError> {
-        let mut conn = self.write_pool().acquire().await?;
+        let mut conn = self.write_conn().await?;
         let mut tx = conn.begin().await?;
         let n = sqlx::query("UPDATE identities SET valid_to = $1 WHERE id = $2 AND contact_id = $3 AND tenant_id = $4")
             .bind(valid_to)
@@ -261,7 +262,7 @@ impl Store {
                 "a contact cannot be merged into itself".into(),
             ));
         }
-        let mut conn = self.write_pool().acquire().await?;
+        let mut conn = self.write_conn().await?;
         let mut tx = conn.begin().await?;
         let (Some(s), Some(o)) = (
             load(&mut tx, tenant_id, survivor).await?,
@@ -316,7 +317,7 @@ impl Store {
         survivor: &str,
         other: &str,
     ) -> Result<ContactOutcome<ContactView>, StoreError> {
-        let mut conn = self.write_pool().acquire().await?;
+        let mut conn = self.write_conn().await?;
         let mut tx = conn.begin().await?;
         if load(&mut tx, tenant_id, survivor).await?.is_none()
             || load(&mut tx, tenant_id, other).await?.is_none()

@@ -1,5 +1,6 @@
 //! Conversations: explicit creation, reads, timeline, closing, and the idle sweeper.
 
+use super::db::Db;
 use super::{json_col, Store, StoreError};
 use crate::domain::ids::{self, IdKind};
 use crate::domain::{now_ms, rfc3339};
@@ -82,7 +83,7 @@ impl Store {
         contact_id: &str,
         metadata: Option<&serde_json::Value>,
     ) -> Result<CreateOutcome, StoreError> {
-        let mut conn = self.write_pool().acquire().await?;
+        let mut conn = self.write_conn().await?;
         let mut tx = conn.begin().await?;
         let found = sqlx::query("SELECT id FROM contacts WHERE id = $1 AND tenant_id = $2")
             .bind(contact_id)
@@ -105,7 +106,7 @@ impl Store {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        crate::threading::conversation_created(&mut tx, tenant_id, &id, now).await?;
+        crate::threading::conversation_created(&mut Db::Any(&mut tx), tenant_id, &id, now).await?;
         tx.commit().await?;
         drop(conn);
         match self.conversation(tenant_id, &id).await? {
@@ -266,7 +267,7 @@ impl Store {
 
     /// Closes a conversation; a later reply starts a new, linked one. `false`: not found.
     pub async fn close_conversation(&self, tenant_id: &str, id: &str) -> Result<bool, StoreError> {
-        let mut conn = self.write_pool().acquire().await?;
+        let mut conn = self.write_conn().await?;
         let mut tx = conn.begin().await?;
         let row = sqlx::query("SELECT state FROM conversations WHERE id = $1 AND tenant_id = $2")
             .bind(id)
@@ -289,7 +290,7 @@ impl Store {
         close_after_ms: i64,
     ) -> Result<u64, StoreError> {
         let now = now_ms();
-        let mut conn = self.write_pool().acquire().await?;
+        let mut conn = self.write_conn().await?;
         let mut tx = conn.begin().await?;
         let n = sqlx::query("UPDATE conversations SET state = 'inactive' WHERE state = 'open' AND last_activity_at < $1")
             .bind(now - inactive_after_ms)
@@ -329,7 +330,7 @@ impl Store {
             let Some(before) = before else { continue };
             // Bounded: at most 20 chunks per sweep; the next sweep takes the rest.
             for _ in 0..20 {
-                let mut conn = self.write_pool().acquire().await?;
+                let mut conn = self.write_conn().await?;
                 let n = sqlx::query(sql)
                     .bind(before)
                     .bind(CHUNK)
@@ -348,7 +349,7 @@ impl Store {
     /// Ends undelivered messages whose `valid_until` has passed as `expired`.
     pub async fn expire_messages(&self) -> Result<Vec<super::StatusChange>, StoreError> {
         let now = now_ms();
-        let mut conn = self.write_pool().acquire().await?;
+        let mut conn = self.write_conn().await?;
         let mut tx = conn.begin().await?;
         let rows = sqlx::query(
             "SELECT id FROM messages WHERE valid_until IS NOT NULL AND valid_until < $1 AND status IN ('accepted', 'queued', 'sending', 'sent') LIMIT 1000",
@@ -371,8 +372,8 @@ impl Store {
                 }),
                 at: now,
             };
-            changes.extend(super::status::apply(&mut tx, &id, &input).await?);
-            super::delivery::delete_outbox(&mut tx, &id).await?;
+            changes.extend(super::status::apply(&mut Db::Any(&mut tx), &id, &input).await?);
+            super::delivery::delete_outbox(&mut Db::Any(&mut tx), &id).await?;
         }
         tx.commit().await?;
         Ok(changes)
@@ -391,5 +392,12 @@ async fn close_in(
         .execute(&mut *conn)
         .await?;
     let data = serde_json::json!({ "id": id, "state": "closed", "closed_at": rfc3339(now) });
-    crate::events::app_event(conn, tenant_id, "conversation.closed", &data, now).await
+    crate::events::app_event(
+        &mut Db::Any(&mut *conn),
+        tenant_id,
+        "conversation.closed",
+        &data,
+        now,
+    )
+    .await
 }

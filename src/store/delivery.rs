@@ -7,9 +7,10 @@
 //! provider has it: the attempt becomes `queued` and the outbox row is removed. Only if no
 //! proof arrives within the window is the message sent again.
 
+use super::db::{query, Db};
 use super::script::Script;
 use super::status::{self, ErrorFields, StatusChange, StatusInput};
-use sqlx::{AnyConnection, Row};
+use sqlx::Row;
 use weft_provider::{Channel, DeliveryStatus};
 
 pub struct AttemptBegin {
@@ -69,7 +70,7 @@ pub struct AttemptEnd {
 /// Records an attempt as in flight, if this process still holds the lease; returns the
 /// attempt's number on the current channel (the retry budget). The attempt's `seq` counts
 /// every attempt of the message, across fallback channels.
-pub async fn begin(conn: &mut AnyConnection, j: &AttemptBegin) -> Result<Option<i64>, sqlx::Error> {
+pub async fn begin(conn: &mut Db<'_>, j: &AttemptBegin) -> Result<Option<i64>, sqlx::Error> {
     // One round trip on SQLite: the attempt row is only written if the lease update found
     // this process's lease (the update leaves `lease_token` as it is).
     let mut s = Script::new();
@@ -100,10 +101,7 @@ pub async fn begin(conn: &mut AnyConnection, j: &AttemptBegin) -> Result<Option<
 }
 
 /// Records what came of an attempt and moves the message and its outbox row on.
-pub async fn end(
-    conn: &mut AnyConnection,
-    j: &AttemptEnd,
-) -> Result<Vec<StatusChange>, sqlx::Error> {
+pub async fn end(conn: &mut Db<'_>, j: &AttemptEnd) -> Result<Vec<StatusChange>, sqlx::Error> {
     let mut changes = Vec::new();
     match &j.result {
         AttemptResult::Sent {
@@ -211,7 +209,7 @@ pub async fn end(
             if reconciled {
                 delete_outbox(conn, &j.message_id).await?;
             } else {
-                sqlx::query("UPDATE outbox SET available_at = $1, lease_token = NULL, lease_until = 0 WHERE message_id = $2")
+                query("UPDATE outbox SET available_at = $1, lease_token = NULL, lease_until = 0 WHERE message_id = $2")
                     .bind(*retry_at)
                     .bind(&j.message_id)
                     .execute(&mut *conn)
@@ -290,14 +288,11 @@ pub async fn end(
 }
 
 /// Whether a status callback already proved this attempt reached the provider.
-async fn reconciled(
-    conn: &mut AnyConnection,
-    attempt_id: Option<&str>,
-) -> Result<bool, sqlx::Error> {
+async fn reconciled(conn: &mut Db<'_>, attempt_id: Option<&str>) -> Result<bool, sqlx::Error> {
     let Some(a) = attempt_id else {
         return Ok(false);
     };
-    Ok(sqlx::query("SELECT outcome FROM attempts WHERE id = $1")
+    Ok(query("SELECT outcome FROM attempts WHERE id = $1")
         .bind(a)
         .fetch_optional(&mut *conn)
         .await?
@@ -308,14 +303,14 @@ async fn reconciled(
 
 /// Moves a message to its next fallback channel, keeping the failure in its history.
 pub(crate) async fn next_channel(
-    conn: &mut AnyConnection,
+    conn: &mut Db<'_>,
     message_id: &str,
     reason: &str,
     code: Option<&str>,
     detail: &str,
     now: i64,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    query(
         "INSERT INTO status_history (message_id, status, raw_status, applied, error_code, detail, occurred_at) VALUES ($1, 'rejected', $2, 0, $3, $4, $5)",
     )
     .bind(message_id)
@@ -325,14 +320,12 @@ pub(crate) async fn next_channel(
     .bind(now)
     .execute(&mut *conn)
     .await?;
-    sqlx::query(
-        "UPDATE messages SET channel_step = channel_step + 1, updated_at = $1 WHERE id = $2",
-    )
-    .bind(now)
-    .bind(message_id)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query(
+    query("UPDATE messages SET channel_step = channel_step + 1, updated_at = $1 WHERE id = $2")
+        .bind(now)
+        .bind(message_id)
+        .execute(&mut *conn)
+        .await?;
+    query(
         "INSERT INTO outbox (message_id, available_at, tries, lease_token, lease_until, created_at, purpose) VALUES ($1, $2, 0, NULL, 0, $3, 'send')
          ON CONFLICT (message_id) DO UPDATE SET purpose = 'send', available_at = excluded.available_at, lease_token = NULL, lease_until = 0, tries = 0",
     )
@@ -346,18 +339,17 @@ pub(crate) async fn next_channel(
 
 /// The provider says the recipient opted out (Twilio 21610): the ledger learns it.
 pub(crate) async fn provider_opt_out(
-    conn: &mut AnyConnection,
+    conn: &mut Db<'_>,
     message_id: &str,
     sender: Option<&str>,
     code: Option<&str>,
     now: i64,
 ) -> Result<(), sqlx::Error> {
-    let row = sqlx::query(
-        "SELECT tenant_id, customer_identity, business_addr FROM messages WHERE id = $1",
-    )
-    .bind(message_id)
-    .fetch_optional(&mut *conn)
-    .await?;
+    let row =
+        query("SELECT tenant_id, customer_identity, business_addr FROM messages WHERE id = $1")
+            .bind(message_id)
+            .fetch_optional(&mut *conn)
+            .await?;
     let Some(row) = row else { return Ok(()) };
     let Some(customer) = row.try_get::<Option<String>, _>("customer_identity")? else {
         return Ok(());
@@ -386,7 +378,7 @@ pub(crate) async fn provider_opt_out(
 }
 
 pub(crate) async fn finish_attempt(
-    conn: &mut AnyConnection,
+    conn: &mut Db<'_>,
     attempt_id: &str,
     outcome: &str,
     provider_ids: Option<&Vec<String>>,
@@ -424,7 +416,7 @@ fn finish_attempt_in(
 }
 
 pub(crate) async fn record_refs(
-    conn: &mut AnyConnection,
+    conn: &mut Db<'_>,
     connection_id: &str,
     message_id: &str,
     attempt_id: &str,
@@ -459,11 +451,8 @@ fn refs_in(
 
 const DELETE_OUTBOX: &str = "DELETE FROM outbox WHERE message_id = $1";
 
-pub(crate) async fn delete_outbox(
-    conn: &mut AnyConnection,
-    message_id: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(DELETE_OUTBOX)
+pub(crate) async fn delete_outbox(conn: &mut Db<'_>, message_id: &str) -> Result<(), sqlx::Error> {
+    query(DELETE_OUTBOX)
         .bind(message_id)
         .execute(&mut *conn)
         .await?;
@@ -472,8 +461,8 @@ pub(crate) async fn delete_outbox(
 
 /// Gives back (at shutdown) the leases of this process's rows that no send is using, so
 /// another process can pick them up at once. `node` prefixes every lease token it took.
-pub async fn release(conn: &mut AnyConnection, node: &str) -> Result<u64, sqlx::Error> {
-    let r = sqlx::query(
+pub async fn release(conn: &mut Db<'_>, node: &str) -> Result<u64, sqlx::Error> {
+    let r = query(
         "UPDATE outbox SET lease_token = NULL, lease_until = 0 WHERE lease_token LIKE $1
          AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.message_id = outbox.message_id AND a.outcome = 'in_flight')",
     )

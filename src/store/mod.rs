@@ -9,6 +9,7 @@ pub(crate) mod accept;
 mod claim;
 mod contacts;
 mod conversations;
+pub mod db;
 mod delivery;
 mod read;
 pub(crate) mod script;
@@ -36,6 +37,34 @@ use writer::{Job, Writer};
 
 static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// A pooled connection for writing, holding the SQLite write gate (see [`Store::write_conn`]).
+pub struct WriteConn {
+    conn: sqlx::pool::PoolConnection<sqlx::Any>,
+    _gate: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl std::ops::Deref for WriteConn {
+    type Target = sqlx::AnyConnection;
+    fn deref(&self) -> &sqlx::AnyConnection {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for WriteConn {
+    fn deref_mut(&mut self) -> &mut sqlx::AnyConnection {
+        &mut self.conn
+    }
+}
+
+/// The file of a `sqlite://path?options` URL.
+fn sqlite_path(url: &str) -> String {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url);
+    rest.split('?').next().unwrap_or(rest).to_string()
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -65,6 +94,8 @@ struct Inner {
     backend: Backend,
     read: AnyPool,
     write: AnyPool,
+    /// SQLite: held by the writer thread per batch and by every other write (one writer).
+    gate: Arc<tokio::sync::Mutex<()>>,
     writer: Writer,
 }
 
@@ -73,7 +104,8 @@ impl Store {
     pub async fn open(cfg: &Config) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
         let url = cfg.database().map_err(StoreError::Corrupt)?;
-        let (backend, read, write, writers) = match &url {
+        let gate = Arc::new(tokio::sync::Mutex::new(()));
+        let (backend, read, write, engine) = match &url {
             DatabaseUrl::Sqlite(u) => {
                 let opts = || {
                     AnyPoolOptions::new().after_connect(|conn, _| {
@@ -89,7 +121,11 @@ impl Store {
                     .max_connections(cfg.store.pool_size.min(8))
                     .connect(u)
                     .await?;
-                (Backend::Sqlite, read, write, 1)
+                let engine = writer::Engine::Sqlite {
+                    path: sqlite_path(u),
+                    gate: gate.clone(),
+                };
+                (Backend::Sqlite, read, write, engine)
             }
             DatabaseUrl::Postgres(u) => {
                 let writers = cfg.store.writers;
@@ -103,15 +139,20 @@ impl Store {
                     .acquire_timeout(Duration::from_secs(5))
                     .connect(u)
                     .await?;
-                (Backend::Postgres, read, write, writers)
+                let engine = writer::Engine::Pool {
+                    pool: write.clone(),
+                    writers,
+                };
+                (Backend::Postgres, read, write, engine)
             }
         };
-        let writer = Writer::start(write.clone(), backend, writers, cfg.store.batch_max);
+        let writer = Writer::start(engine, cfg.store.batch_max)?;
         Ok(Store {
             inner: Arc::new(Inner {
                 backend,
                 read,
                 write,
+                gate,
                 writer,
             }),
         })
@@ -121,8 +162,32 @@ impl Store {
         self.inner.backend
     }
 
-    pub(crate) fn write_pool(&self) -> &AnyPool {
-        &self.inner.write
+    /// A connection for a write outside the group-commit writer, with the SQLite write
+    /// gate held while it is in use (SQLite has one writer at a time; PostgreSQL has none).
+    pub(crate) async fn write_conn(&self) -> Result<WriteConn, sqlx::Error> {
+        self.gated(&self.inner.write).await
+    }
+
+    /// Like [`Store::write_conn`], but on PostgreSQL from the (larger) read pool, for
+    /// frequent small writes that should not queue behind the writer's connections.
+    pub(crate) async fn side_write_conn(&self) -> Result<WriteConn, sqlx::Error> {
+        self.gated(&self.inner.read).await
+    }
+
+    async fn gated(&self, pg_pool: &AnyPool) -> Result<WriteConn, sqlx::Error> {
+        Ok(match self.inner.backend {
+            Backend::Sqlite => {
+                let gate = self.inner.gate.clone().lock_owned().await;
+                WriteConn {
+                    conn: self.inner.write.acquire().await?,
+                    _gate: Some(gate),
+                }
+            }
+            Backend::Postgres => WriteConn {
+                conn: pg_pool.acquire().await?,
+                _gate: None,
+            },
+        })
     }
 
     pub(crate) fn reader(&self) -> &AnyPool {
@@ -274,7 +339,7 @@ impl Store {
 
     /// A persistent setting, set to `value` the first time.
     pub async fn kv_get_or_insert(&self, key: &str, value: &str) -> Result<String, StoreError> {
-        let mut conn = self.inner.write.acquire().await?;
+        let mut conn = self.write_conn().await?;
         sqlx::query("INSERT INTO kv (k, v) VALUES ($1, $2) ON CONFLICT (k) DO NOTHING")
             .bind(key)
             .bind(value)
@@ -289,8 +354,8 @@ impl Store {
 
     /// Gives back idle leases this process holds (shutdown).
     pub async fn release_leases(&self, node: &str) -> Result<u64, StoreError> {
-        let mut conn = self.inner.write.acquire().await?;
-        Ok(delivery::release(&mut conn, node).await?)
+        let mut conn = self.write_conn().await?;
+        Ok(delivery::release(&mut db::Db::Any(&mut conn), node).await?)
     }
 }
 

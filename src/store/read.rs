@@ -1,5 +1,6 @@
 //! Reads, always scoped to a tenant.
 
+use super::db::Db;
 use super::{json_col, Store, StoreError};
 use crate::domain::message::{AttemptView, MessageError, MessageView, StatusEntry};
 use crate::domain::rfc3339;
@@ -260,16 +261,20 @@ impl Store {
         sender: Option<&str>,
     ) -> Result<bool, StoreError> {
         let mut conn = self.reader().acquire().await?;
-        Ok(
-            crate::policy::consent::opted_out(&mut conn, tenant_id, customer, channel, sender)
-                .await?,
+        Ok(crate::policy::consent::opted_out(
+            &mut Db::Any(&mut conn),
+            tenant_id,
+            customer,
+            channel,
+            sender,
         )
+        .await?)
     }
 
     /// Whether the ledger holds any opt-out.
     pub async fn any_opt_out(&self) -> Result<bool, StoreError> {
         let mut conn = self.reader().acquire().await?;
-        Ok(crate::policy::consent::any_opt_out(&mut conn).await?)
+        Ok(crate::policy::consent::any_opt_out(&mut Db::Any(&mut conn)).await?)
     }
 
     /// The consent ledger entries of a contact.
@@ -279,7 +284,7 @@ impl Store {
         contact_id: &str,
     ) -> Result<Vec<crate::policy::consent::ConsentEntry>, StoreError> {
         let mut conn = self.reader().acquire().await?;
-        Ok(crate::policy::consent::entries(&mut conn, tenant_id, contact_id).await?)
+        Ok(crate::policy::consent::entries(&mut Db::Any(&mut conn), tenant_id, contact_id).await?)
     }
 
     /// Outbox depth and the age of its oldest due row.

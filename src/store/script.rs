@@ -10,9 +10,8 @@
 //! PostgreSQL's extended protocol takes one statement per query, so there the statements
 //! run one after another (same transaction, same results).
 
-use futures::TryStreamExt;
+use super::db::{run_any_multi, Db, Executed};
 use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, Either, Executor};
 use std::borrow::Cow;
 
 /// A bind value.
@@ -96,12 +95,12 @@ impl Script {
     }
 
     /// Runs the statements; one [`Out`] per statement, in order.
-    pub async fn run(self, conn: &mut AnyConnection) -> Result<Vec<Out>, sqlx::Error> {
+    pub async fn run(self, db: &mut Db<'_>) -> Result<Vec<Out>, sqlx::Error> {
         if self.stmts.is_empty() {
             return Ok(Vec::new());
         }
-        match conn.backend_name() {
-            "SQLite" if self.stmts.len() > 1 => {
+        match db {
+            Db::Any(conn) if conn.backend_name() == "SQLite" && self.stmts.len() > 1 => {
                 let mut sql = String::new();
                 let mut args = Vec::new();
                 for (s, a) in self.stmts {
@@ -109,44 +108,30 @@ impl Script {
                     sql.push_str(";\n");
                     args.extend(a);
                 }
-                run_one(conn, &sql, args).await
+                Ok(run_any_multi(conn, &sql, args)
+                    .await?
+                    .into_iter()
+                    .map(out)
+                    .collect())
             }
+            // PostgreSQL takes one statement per query; the SQLite writer's own connection
+            // runs them on its thread, where one more statement costs no hop.
             _ => {
-                let mut out = Vec::with_capacity(self.stmts.len());
+                let mut outs = Vec::with_capacity(self.stmts.len());
                 for (s, a) in self.stmts {
-                    out.extend(run_one(conn, &s, a).await?);
+                    outs.push(out(db.run(&s, a, true).await?));
                 }
-                Ok(out)
+                Ok(outs)
             }
         }
     }
 }
 
-async fn run_one(
-    conn: &mut AnyConnection,
-    sql: &str,
-    args: Vec<Val>,
-) -> Result<Vec<Out>, sqlx::Error> {
-    let mut q = sqlx::query(sql);
-    for v in args {
-        q = match v {
-            Val::Text(t) => q.bind(t),
-            Val::Int(i) => q.bind(i),
-        };
+fn out((done, rows): (Executed, Vec<AnyRow>)) -> Out {
+    Out {
+        rows_affected: done.rows_affected(),
+        rows,
     }
-    let mut out = Vec::new();
-    let mut current = Out::default();
-    let mut stream = conn.fetch_many(q);
-    while let Some(step) = stream.try_next().await? {
-        match step {
-            Either::Right(row) => current.rows.push(row),
-            Either::Left(done) => {
-                current.rows_affected = done.rows_affected();
-                out.push(std::mem::take(&mut current));
-            }
-        }
-    }
-    Ok(out)
 }
 
 /// Appends `sql` to `into` with every `$N` outside string literals shifted by `offset`.
@@ -196,7 +181,7 @@ mod tests {
 
     #[tokio::test]
     async fn one_out_per_statement_with_shared_numbering_on_sqlite() {
-        use sqlx::{Connection, Row};
+        use sqlx::{AnyConnection, Connection, Row};
         sqlx::any::install_default_drivers();
         let mut conn = AnyConnection::connect("sqlite::memory:")
             .await
@@ -219,7 +204,7 @@ mod tests {
             vec![10i64.into(), "a".into()],
         );
         s.add("SELECT id FROM t WHERE n > $1", vec![Val::Int(None)]);
-        let out = s.run(&mut conn).await.expect("run");
+        let out = s.run(&mut Db::Any(&mut conn)).await.expect("run");
         assert_eq!(out.len(), 4);
         assert_eq!(out[0].rows_affected, 1);
         assert_eq!(out[1].rows_affected, 0);

@@ -1,8 +1,9 @@
 //! Applying a status to a message through the one state machine, with history.
 
+use super::db::{query, Db};
 use super::script::Script;
 use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, Row};
+use sqlx::Row;
 use std::str::FromStr;
 use weft_provider::status::Transition;
 use weft_provider::DeliveryStatus;
@@ -41,12 +42,12 @@ pub const CURRENT_COLUMNS: &str =
 
 /// Applies `input` to the message; always records history. `None` if there is no such message.
 pub async fn apply(
-    conn: &mut AnyConnection,
+    conn: &mut Db<'_>,
     message_id: &str,
     input: &StatusInput<'_>,
 ) -> Result<Option<StatusChange>, sqlx::Error> {
     let sql = format!("SELECT {CURRENT_COLUMNS} FROM messages WHERE id = $1");
-    let Some(row) = sqlx::query(&sql)
+    let Some(row) = query(&sql)
         .bind(message_id)
         .fetch_optional(&mut *conn)
         .await?
@@ -59,7 +60,7 @@ pub async fn apply(
 /// [`apply`] for a message whose [`CURRENT_COLUMNS`] the caller already read (e.g. with the
 /// `RETURNING` of an update it made anyway).
 pub async fn apply_to(
-    conn: &mut AnyConnection,
+    conn: &mut Db<'_>,
     message_id: &str,
     row: &AnyRow,
     input: &StatusInput<'_>,
@@ -171,7 +172,7 @@ pub fn plan(
 impl Planned {
     /// Queues the `message.status_updated` app event (if anyone subscribed) and the
     /// message's own status callback, and returns the change. Call after the script ran.
-    pub async fn finish(self, conn: &mut AnyConnection) -> Result<StatusChange, sqlx::Error> {
+    pub async fn finish(self, conn: &mut Db<'_>) -> Result<StatusChange, sqlx::Error> {
         if let (Some(data), Some((url, secret))) = (&self.event, &self.callback) {
             let callback = crate::app_webhooks::Callback {
                 tenant_id: &self.change.tenant_id,

@@ -1,7 +1,8 @@
 //! Tenants and API keys. Keys are shown once and stored as SHA-256 hashes.
 
+use super::db::{query, Db};
 use crate::domain::{ids, now_ms};
-use sqlx::{AnyConnection, Row};
+use sqlx::Row;
 
 pub enum AdminJob {
     CreateTenant {
@@ -30,10 +31,10 @@ pub enum AdminDone {
     Revoked(u64),
 }
 
-pub async fn run(conn: &mut AnyConnection, job: &AdminJob) -> Result<AdminDone, sqlx::Error> {
+pub async fn run(conn: &mut Db<'_>, job: &AdminJob) -> Result<AdminDone, sqlx::Error> {
     match job {
         AdminJob::CreateTenant { name } => {
-            if let Some(r) = sqlx::query("SELECT id FROM tenants WHERE name = $1")
+            if let Some(r) = query("SELECT id FROM tenants WHERE name = $1")
                 .bind(name)
                 .fetch_optional(&mut *conn)
                 .await?
@@ -46,7 +47,7 @@ pub async fn run(conn: &mut AnyConnection, job: &AdminJob) -> Result<AdminDone, 
             // Replicas starting together on one database all ensure `default`: the loser of
             // the race takes the winner's row instead of failing on the unique name.
             let id = ids::new_id(ids::IdKind::Tenant);
-            let inserted = sqlx::query(
+            let inserted = query(
                 "INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING",
             )
             .bind(&id)
@@ -56,7 +57,7 @@ pub async fn run(conn: &mut AnyConnection, job: &AdminJob) -> Result<AdminDone, 
             .await?
             .rows_affected();
             if inserted == 0 {
-                let r = sqlx::query("SELECT id FROM tenants WHERE name = $1")
+                let r = query("SELECT id FROM tenants WHERE name = $1")
                     .bind(name)
                     .fetch_one(&mut *conn)
                     .await?;
@@ -68,7 +69,7 @@ pub async fn run(conn: &mut AnyConnection, job: &AdminJob) -> Result<AdminDone, 
             Ok(AdminDone::Tenant { id, created: true })
         }
         AdminJob::CreateApiKey { tenant, key_hash } => {
-            let Some(r) = sqlx::query("SELECT id FROM tenants WHERE name = $1 OR id = $2")
+            let Some(r) = query("SELECT id FROM tenants WHERE name = $1 OR id = $2")
                 .bind(tenant)
                 .bind(tenant)
                 .fetch_optional(&mut *conn)
@@ -78,7 +79,7 @@ pub async fn run(conn: &mut AnyConnection, job: &AdminJob) -> Result<AdminDone, 
             };
             let tenant_id: String = r.try_get("id")?;
             let id = ids::new_id(ids::IdKind::ApiKey);
-            sqlx::query("INSERT INTO api_keys (id, tenant_id, key_hash, created_at) VALUES ($1, $2, $3, $4)")
+            query("INSERT INTO api_keys (id, tenant_id, key_hash, created_at) VALUES ($1, $2, $3, $4)")
                 .bind(&id)
                 .bind(&tenant_id)
                 .bind(key_hash)
@@ -88,7 +89,7 @@ pub async fn run(conn: &mut AnyConnection, job: &AdminJob) -> Result<AdminDone, 
             Ok(AdminDone::ApiKey { id })
         }
         AdminJob::RevokeApiKey { id_or_hash } => {
-            let n = sqlx::query(
+            let n = query(
                 "UPDATE api_keys SET revoked_at = $1 WHERE (id = $2 OR key_hash = $3) AND revoked_at IS NULL",
             )
             .bind(now_ms())

@@ -2,12 +2,13 @@
 //! applied. A receipt for a provider id weft has not stored yet is parked and re-matched when
 //! the send's result is recorded.
 
+use super::db::{query, Db};
 use super::delivery::{delete_outbox, finish_attempt, record_refs};
 use super::script::Script;
 use super::status::{self, ErrorFields, StatusChange, StatusInput};
 use crate::domain::{ids, now_ms};
 use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, Row};
+use sqlx::Row;
 use std::str::FromStr;
 use std::sync::LazyLock;
 use weft_provider::{DeliveryStatus, InboundEvent, StatusEvent};
@@ -32,10 +33,7 @@ pub struct WebhookOutcome {
     pub inbound_messages: Vec<String>,
 }
 
-pub async fn run(
-    conn: &mut AnyConnection,
-    job: &WebhookJob,
-) -> Result<WebhookOutcome, sqlx::Error> {
+pub async fn run(conn: &mut Db<'_>, job: &WebhookJob) -> Result<WebhookOutcome, sqlx::Error> {
     let mut out = WebhookOutcome::default();
     let now = now_ms();
     for ev in &job.events {
@@ -104,7 +102,7 @@ pub async fn run(
             }
         };
         if !processed {
-            sqlx::query("UPDATE webhook_events SET processed = 0 WHERE id = $1")
+            query("UPDATE webhook_events SET processed = 0 WHERE id = $1")
                 .bind(&event_id)
                 .execute(&mut *conn)
                 .await?;
@@ -133,12 +131,12 @@ static REF_SQL: LazyLock<String> = LazyLock::new(|| {
 
 /// Applies one receipt. `None`: no message known yet (park it).
 async fn apply_status(
-    conn: &mut AnyConnection,
+    conn: &mut Db<'_>,
     connection_id: &str,
     s: &StatusEvent,
     now: i64,
 ) -> Result<Option<Vec<StatusChange>>, sqlx::Error> {
-    let by_ref = sqlx::query(&REF_SQL)
+    let by_ref = query(&REF_SQL)
         .bind(connection_id)
         .bind(&s.provider_message_id)
         .fetch_optional(&mut *conn)
@@ -148,7 +146,7 @@ async fn apply_status(
 
 /// [`apply_status`] with the [`REF_SQL`] row already read.
 async fn apply_status_with(
-    conn: &mut AnyConnection,
+    conn: &mut Db<'_>,
     connection_id: &str,
     s: &StatusEvent,
     now: i64,
@@ -174,7 +172,7 @@ async fn apply_status_with(
             let Some(mid) = &s.correlation.message_id else {
                 return Ok(None);
             };
-            let exists = sqlx::query("SELECT id FROM messages WHERE id = $1")
+            let exists = query("SELECT id FROM messages WHERE id = $1")
                 .bind(mid)
                 .fetch_optional(&mut *conn)
                 .await?;
@@ -189,7 +187,7 @@ async fn apply_status_with(
     };
     let Some(incoming) = s.status else {
         // Informational (no effect on delivery): history only.
-        sqlx::query(
+        query(
             "INSERT INTO status_history (message_id, status, raw_status, applied, connection_id, provider_message_id, error_code, detail, occurred_at)
              SELECT $1, status, $2, 0, $3, $4, $5, $6, $7 FROM messages WHERE id = $8",
         )
@@ -210,7 +208,7 @@ async fn apply_status_with(
     if let Some(ps) = part_status {
         let cur = DeliveryStatus::from_str(&ps).unwrap_or(DeliveryStatus::Queued);
         if let weft_provider::status::Transition::Moved(n) = cur.apply(incoming) {
-            sqlx::query("UPDATE provider_refs SET status = $1 WHERE connection_id = $2 AND provider_message_id = $3")
+            query("UPDATE provider_refs SET status = $1 WHERE connection_id = $2 AND provider_message_id = $3")
                 .bind(n.as_str())
                 .bind(connection_id)
                 .bind(&s.provider_message_id)
@@ -218,13 +216,12 @@ async fn apply_status_with(
                 .await?;
         }
         // Parts of this attempt only: an earlier channel's (fallback) refs are not parts.
-        let parts = sqlx::query(
-            "SELECT status FROM provider_refs WHERE message_id = $1 AND attempt_id = $2",
-        )
-        .bind(&message_id)
-        .bind(ref_attempt.as_deref())
-        .fetch_all(&mut *conn)
-        .await?;
+        let parts =
+            query("SELECT status FROM provider_refs WHERE message_id = $1 AND attempt_id = $2")
+                .bind(&message_id)
+                .bind(ref_attempt.as_deref())
+                .fetch_all(&mut *conn)
+                .await?;
         if parts.len() > 1 {
             let statuses: Vec<DeliveryStatus> = parts
                 .iter()
@@ -251,7 +248,7 @@ async fn apply_status_with(
         )
         .await?;
         if let Some(att) = &ref_attempt {
-            sqlx::query("UPDATE attempts SET outcome = 'failed', error_code = $1, error_detail = $2 WHERE id = $3")
+            query("UPDATE attempts SET outcome = 'failed', error_code = $1, error_detail = $2 WHERE id = $3")
                 .bind(&s.error_code)
                 .bind(&detail)
                 .bind(att)
@@ -291,12 +288,12 @@ async fn apply_status_with(
 /// failure of an earlier channel is history only — it is applied, but the state machine
 /// keeps a delivered message delivered).
 async fn falls_back(
-    conn: &mut AnyConnection,
+    conn: &mut Db<'_>,
     message_id: &str,
     attempt_id: Option<&str>,
 ) -> Result<bool, sqlx::Error> {
     let Some(row) =
-        sqlx::query("SELECT channel, fallback, channel_step, status FROM messages WHERE id = $1")
+        query("SELECT channel, fallback, channel_step, status FROM messages WHERE id = $1")
             .bind(message_id)
             .fetch_optional(&mut *conn)
             .await?
@@ -326,7 +323,7 @@ async fn falls_back(
     let Some(att) = attempt_id else {
         return Ok(false);
     };
-    let row = sqlx::query("SELECT channel FROM attempts WHERE id = $1")
+    let row = query("SELECT channel FROM attempts WHERE id = $1")
         .bind(att)
         .fetch_optional(&mut *conn)
         .await?;
@@ -336,14 +333,14 @@ async fn falls_back(
 
 /// A callback proved an attempt reached the provider: record it as taken.
 async fn reconcile(
-    conn: &mut AnyConnection,
+    conn: &mut Db<'_>,
     connection_id: &str,
     message_id: &str,
     attempt_id: &str,
     provider_message_id: &str,
     now: i64,
 ) -> Result<(), sqlx::Error> {
-    let row = sqlx::query("SELECT outcome FROM attempts WHERE id = $1 AND message_id = $2")
+    let row = query("SELECT outcome FROM attempts WHERE id = $1 AND message_id = $2")
         .bind(attempt_id)
         .bind(message_id)
         .fetch_optional(&mut *conn)
@@ -354,13 +351,11 @@ async fn reconcile(
         let ids = vec![provider_message_id.to_string()];
         finish_attempt(conn, attempt_id, "queued", Some(&ids), None, None, now).await?;
         record_refs(conn, connection_id, message_id, attempt_id, &ids).await?;
-        sqlx::query(
-            "UPDATE messages SET connection_id = $1 WHERE id = $2 AND connection_id IS NULL",
-        )
-        .bind(connection_id)
-        .bind(message_id)
-        .execute(&mut *conn)
-        .await?;
+        query("UPDATE messages SET connection_id = $1 WHERE id = $2 AND connection_id IS NULL")
+            .bind(connection_id)
+            .bind(message_id)
+            .execute(&mut *conn)
+            .await?;
         // Only a send that is not running right now may lose its outbox row.
         if outcome != "in_flight" {
             delete_outbox(conn, message_id).await?;
@@ -375,7 +370,7 @@ pub const PARKED_SQL: &str = "SELECT id, event FROM webhook_events WHERE connect
 /// Applies receipts that arrived before their provider ids were stored (read with
 /// [`PARKED_SQL`] when the send's result was recorded).
 pub async fn apply_parked(
-    conn: &mut AnyConnection,
+    conn: &mut Db<'_>,
     connection_id: &str,
     rows: Vec<sqlx::any::AnyRow>,
 ) -> Result<Vec<StatusChange>, sqlx::Error> {
@@ -386,7 +381,7 @@ pub async fn apply_parked(
         if let Ok(InboundEvent::Status(s)) = serde_json::from_str::<InboundEvent>(&event) {
             if let Some(mut c) = apply_status(conn, connection_id, &s, now_ms()).await? {
                 changes.append(&mut c);
-                sqlx::query("UPDATE webhook_events SET processed = 1 WHERE id = $1")
+                query("UPDATE webhook_events SET processed = 1 WHERE id = $1")
                     .bind(&id)
                     .execute(&mut *conn)
                     .await?;

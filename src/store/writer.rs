@@ -2,7 +2,13 @@
 //! `batch_max`), run it in one transaction and answer each caller after the commit. One slow
 //! fsync is shared by hundreds of requests. If any job in a batch fails, the batch is rolled
 //! back and its jobs are retried one transaction each, so one bad job never sinks the others.
+//!
+//! PostgreSQL runs several writer tasks on pooled connections. SQLite has one writer: a
+//! thread of its own with a synchronous connection ([`Db::Lite`]), so a batch runs there
+//! without a hand-off per statement; it holds the store's SQLite write gate for each batch,
+//! which the few writes outside the writer take too (one writer at a time, as SQLite wants).
 
+use super::db::{lite_error, Db};
 use super::{accept, claim, delivery, tenants, webhooks, Backend, StoreError};
 use sqlx::{AnyConnection, AnyPool, Connection};
 use std::sync::Arc;
@@ -68,24 +74,55 @@ pub struct Writer {
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
 }
 
+/// Where the writer runs.
+pub enum Engine {
+    /// `writers` tasks on this pool (PostgreSQL).
+    Pool { pool: AnyPool, writers: usize },
+    /// One thread with its own connection to this SQLite file, holding `gate` per batch.
+    Sqlite { path: String, gate: Arc<Mutex<()>> },
+}
+
 impl Writer {
-    pub fn start(pool: AnyPool, backend: Backend, writers: usize, batch_max: usize) -> Writer {
-        let (tx, rx) = mpsc::channel::<Envelope>(batch_max * writers * 4);
+    pub fn start(engine: Engine, batch_max: usize) -> Result<Writer, StoreError> {
+        let lanes = match &engine {
+            Engine::Pool { writers, .. } => *writers,
+            Engine::Sqlite { .. } => 1,
+        };
+        let (tx, rx) = mpsc::channel::<Envelope>(batch_max * lanes * 4);
         let rx = Arc::new(Mutex::new(rx));
         let (stop, stop_rx) = watch::channel(false);
-        let tasks = (0..writers)
-            .map(|_| {
-                let rx = rx.clone();
-                let pool = pool.clone();
-                let stop_rx = stop_rx.clone();
-                tokio::spawn(run(pool, backend, rx, stop_rx, batch_max))
-            })
-            .collect();
-        Writer {
+        let tasks = match engine {
+            Engine::Pool { pool, writers } => (0..writers)
+                .map(|_| {
+                    let rx = rx.clone();
+                    let pool = pool.clone();
+                    let stop_rx = stop_rx.clone();
+                    tokio::spawn(run(pool, rx, stop_rx, batch_max))
+                })
+                .collect(),
+            Engine::Sqlite { path, gate } => {
+                let conn = open_lite(&path).map_err(|e| StoreError::Db(lite_error(e)))?;
+                let (done_tx, done_rx) = oneshot::channel::<()>();
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .build()
+                    .map_err(|e| StoreError::Corrupt(format!("writer runtime: {e}")))?;
+                std::thread::Builder::new()
+                    .name("weft-sqlite-writer".into())
+                    .spawn(move || {
+                        rt.block_on(run_lite(conn, gate, rx, stop_rx, batch_max));
+                        let _ = done_tx.send(());
+                    })
+                    .map_err(|e| StoreError::Corrupt(format!("writer thread: {e}")))?;
+                vec![tokio::spawn(async move {
+                    let _ = done_rx.await;
+                })]
+            }
+        };
+        Ok(Writer {
             tx,
             stop,
             tasks: std::sync::Mutex::new(tasks),
-        }
+        })
     }
 
     pub async fn submit<T>(&self, job: Job, pick: fn(Done) -> Option<T>) -> Result<T, StoreError> {
@@ -111,43 +148,111 @@ impl Writer {
     }
 }
 
+/// The next batch: waits for one job, then takes what else is queued (up to `batch_max`).
+/// None once stopped and drained.
+async fn next_batch(
+    rx: &Mutex<mpsc::Receiver<Envelope>>,
+    stop: &mut watch::Receiver<bool>,
+    batch_max: usize,
+) -> Option<Vec<Envelope>> {
+    let mut rx = rx.lock().await;
+    let first = if *stop.borrow() {
+        rx.try_recv().ok()
+    } else {
+        tokio::select! {
+            e = rx.recv() => e,
+            _ = stop.changed() => rx.try_recv().ok(),
+        }
+    };
+    let mut batch = vec![first?];
+    while batch.len() < batch_max {
+        match rx.try_recv() {
+            Ok(e) => batch.push(e),
+            Err(_) => break,
+        }
+    }
+    Some(batch)
+}
+
 async fn run(
     pool: AnyPool,
-    backend: Backend,
     rx: Arc<Mutex<mpsc::Receiver<Envelope>>>,
     mut stop: watch::Receiver<bool>,
     batch_max: usize,
 ) {
-    loop {
-        let mut batch = {
-            let mut rx = rx.lock().await;
-            let first = if *stop.borrow() {
-                rx.try_recv().ok()
-            } else {
-                tokio::select! {
-                    e = rx.recv() => e,
-                    _ = stop.changed() => rx.try_recv().ok(),
-                }
-            };
-            let Some(first) = first else { return };
-            let mut batch = vec![first];
-            while batch.len() < batch_max {
-                match rx.try_recv() {
-                    Ok(e) => batch.push(e),
-                    Err(_) => break,
-                }
-            }
-            batch
-        };
-        if backend == Backend::Postgres {
-            // Stable: jobs of one message keep their arrival order.
-            batch.sort_by_cached_key(|e| e.job.lock_key());
-        }
-        run_batch(&pool, backend, batch).await;
+    while let Some(mut batch) = next_batch(&rx, &mut stop, batch_max).await {
+        // Stable: jobs of one message keep their arrival order.
+        batch.sort_by_cached_key(|e| e.job.lock_key());
+        run_batch(&pool, batch).await;
     }
 }
 
-async fn run_batch(pool: &AnyPool, backend: Backend, batch: Vec<Envelope>) {
+fn open_lite(path: &str) -> Result<rusqlite::Connection, rusqlite::Error> {
+    let conn = rusqlite::Connection::open(path)?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+    )?;
+    conn.set_prepared_statement_cache_capacity(256);
+    Ok(conn)
+}
+
+async fn run_lite(
+    mut conn: rusqlite::Connection,
+    gate: Arc<Mutex<()>>,
+    rx: Arc<Mutex<mpsc::Receiver<Envelope>>>,
+    mut stop: watch::Receiver<bool>,
+    batch_max: usize,
+) {
+    while let Some(batch) = next_batch(&rx, &mut stop, batch_max).await {
+        let _gate = gate.lock().await;
+        metrics::histogram!(crate::metrics::STORE_BATCH_SIZE).record(batch.len() as f64);
+        if batch.len() > 1 {
+            match lite_together(&mut conn, &batch).await {
+                Ok(results) => {
+                    for (env, r) in batch.into_iter().zip(results) {
+                        let _ = env.reply.send(Ok(r));
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "Group commit failed; retrying jobs one by one.")
+                }
+            }
+        }
+        for env in batch {
+            let r = lite_together(&mut conn, std::slice::from_ref(&env))
+                .await
+                .map(|mut d| d.remove(0));
+            let _ = env.reply.send(r);
+        }
+    }
+}
+
+/// Runs jobs in one SQLite transaction (`BEGIN IMMEDIATE`: the write lock up front).
+async fn lite_together(
+    conn: &mut rusqlite::Connection,
+    batch: &[Envelope],
+) -> Result<Vec<Done>, StoreError> {
+    conn.execute_batch("BEGIN IMMEDIATE")
+        .map_err(|e| StoreError::Db(lite_error(e)))?;
+    let mut out = Vec::with_capacity(batch.len());
+    for env in batch {
+        match apply(&mut Db::Lite(&mut *conn), Backend::Sqlite, &env.job).await {
+            Ok(d) => out.push(d),
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                return Err(e);
+            }
+        }
+    }
+    if let Err(e) = conn.execute_batch("COMMIT") {
+        let _ = conn.execute_batch("ROLLBACK");
+        return Err(StoreError::Db(lite_error(e)));
+    }
+    Ok(out)
+}
+
+async fn run_batch(pool: &AnyPool, batch: Vec<Envelope>) {
     let mut conn = match pool.acquire().await {
         Ok(c) => c,
         Err(e) => {
@@ -162,7 +267,7 @@ async fn run_batch(pool: &AnyPool, backend: Backend, batch: Vec<Envelope>) {
     };
     metrics::histogram!(crate::metrics::STORE_BATCH_SIZE).record(batch.len() as f64);
     if batch.len() > 1 {
-        match try_together(&mut conn, backend, &batch).await {
+        match try_together(&mut conn, &batch).await {
             Ok(results) => {
                 for (env, r) in batch.into_iter().zip(results) {
                     let _ = env.reply.send(Ok(r));
@@ -173,33 +278,32 @@ async fn run_batch(pool: &AnyPool, backend: Backend, batch: Vec<Envelope>) {
         }
     }
     for env in batch {
-        let r = alone(&mut conn, backend, &env.job).await;
+        let r = alone(&mut conn, &env.job).await;
         let _ = env.reply.send(r);
     }
 }
 
 async fn try_together(
     conn: &mut AnyConnection,
-    backend: Backend,
     batch: &[Envelope],
 ) -> Result<Vec<Done>, StoreError> {
     let mut tx = conn.begin().await?;
     let mut out = Vec::with_capacity(batch.len());
     for env in batch {
-        out.push(apply(&mut tx, backend, &env.job).await?);
+        out.push(apply(&mut Db::Any(&mut tx), Backend::Postgres, &env.job).await?);
     }
     tx.commit().await?;
     Ok(out)
 }
 
-async fn alone(conn: &mut AnyConnection, backend: Backend, job: &Job) -> Result<Done, StoreError> {
+async fn alone(conn: &mut AnyConnection, job: &Job) -> Result<Done, StoreError> {
     let mut tx = conn.begin().await?;
-    let done = apply(&mut tx, backend, job).await?;
+    let done = apply(&mut Db::Any(&mut tx), Backend::Postgres, job).await?;
     tx.commit().await?;
     Ok(done)
 }
 
-async fn apply(conn: &mut AnyConnection, backend: Backend, job: &Job) -> Result<Done, StoreError> {
+async fn apply(conn: &mut Db<'_>, backend: Backend, job: &Job) -> Result<Done, StoreError> {
     Ok(match job {
         Job::Accept(j) => Done::Accept(accept::run(conn, j).await?),
         Job::Begin(j) => Done::Begin(delivery::begin(conn, j).await?),

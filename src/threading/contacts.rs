@@ -1,8 +1,9 @@
 //! Contacts, identities and open conversations as threading and accept need them.
 
 use crate::domain::ids::{self, IdKind};
+use crate::store::db::{query, Db};
 use crate::store::script::Script;
-use sqlx::{AnyConnection, Row};
+use sqlx::Row;
 
 /// Normalizes an address into identity form: `tel:+E164` for phone numbers (also WhatsApp
 /// by phone), `mailto:` lower-cased, `whatsapp:`/`telegram:` kept.
@@ -32,11 +33,11 @@ pub fn normalize(raw: &str) -> String {
 
 /// The contact owning a live identity.
 pub async fn owner(
-    conn: &mut AnyConnection,
+    conn: &mut Db<'_>,
     tenant_id: &str,
     identity: &str,
 ) -> Result<Option<String>, sqlx::Error> {
-    let row = sqlx::query("SELECT contact_id FROM identities WHERE tenant_id = $1 AND address = $2 AND valid_to IS NULL")
+    let row = query("SELECT contact_id FROM identities WHERE tenant_id = $1 AND address = $2 AND valid_to IS NULL")
         .bind(tenant_id)
         .bind(identity)
         .fetch_optional(&mut *conn)
@@ -47,7 +48,7 @@ pub async fn owner(
 /// The contact owning `identity`, created with that identity if there is none. Race-free:
 /// one live owner per address is a unique index.
 pub async fn contact_for(
-    conn: &mut AnyConnection,
+    conn: &mut Db<'_>,
     tenant_id: &str,
     identity: &str,
     now: i64,
@@ -81,7 +82,7 @@ pub async fn contact_for(
     if inserted == 1 {
         return Ok(contact);
     }
-    sqlx::query("DELETE FROM contacts WHERE id = $1")
+    query("DELETE FROM contacts WHERE id = $1")
         .bind(&contact)
         .execute(&mut *conn)
         .await?;
@@ -91,13 +92,13 @@ pub async fn contact_for(
 /// The contact's open (or inactive, which reopens) conversation, or a new one linked to its
 /// last closed conversation. Returns `(id, created)`.
 pub async fn open_conversation(
-    conn: &mut AnyConnection,
+    conn: &mut Db<'_>,
     tenant_id: &str,
     contact_id: &str,
     now: i64,
 ) -> Result<(String, bool), sqlx::Error> {
     let fresh = ids::new_id(IdKind::Conversation);
-    let row = sqlx::query(
+    let row = query(
         "INSERT INTO conversations (id, tenant_id, contact_id, binding_key, state, previous_conversation_id, created_at, last_activity_at)
          VALUES ($1, $2, $3, $4, 'open',
                  (SELECT p.id FROM conversations p WHERE p.contact_id = $5 AND p.state = 'closed' ORDER BY p.closed_at DESC LIMIT 1),
@@ -121,18 +122,18 @@ pub async fn open_conversation(
 
 /// Marks a conversation active now (an inactive one reopens). Returns its state before.
 pub async fn touch(
-    conn: &mut AnyConnection,
+    conn: &mut Db<'_>,
     conversation_id: &str,
     now: i64,
 ) -> Result<Option<String>, sqlx::Error> {
-    let row = sqlx::query("SELECT state FROM conversations WHERE id = $1")
+    let row = query("SELECT state FROM conversations WHERE id = $1")
         .bind(conversation_id)
         .fetch_optional(&mut *conn)
         .await?;
     let Some(row) = row else { return Ok(None) };
     let state: String = row.try_get("state")?;
     if state != "closed" {
-        sqlx::query("UPDATE conversations SET last_activity_at = $1, state = 'open' WHERE id = $2")
+        query("UPDATE conversations SET last_activity_at = $1, state = 'open' WHERE id = $2")
             .bind(now)
             .bind(conversation_id)
             .execute(&mut *conn)

@@ -4,7 +4,8 @@ use super::contacts::{self, normalize};
 use super::{token, Decision, EmailThreading, Rule};
 use crate::domain::ids::{self, IdKind};
 use crate::policy::consent::{self, ConsentPolicy, Keyword, Subject};
-use sqlx::{AnyConnection, Row};
+use crate::store::db::{query, Db};
+use sqlx::Row;
 use weft_provider::{Channel, InboundEvent};
 
 /// What an inbound event says, whatever its kind.
@@ -76,7 +77,7 @@ struct Hit {
 
 /// Stores an inbound message or call on its conversation. Returns the new message id.
 pub async fn ingest(
-    conn: &mut AnyConnection,
+    conn: &mut Db<'_>,
     connection_id: &str,
     tenant: &str,
     email: &EmailThreading,
@@ -144,13 +145,11 @@ pub async fn ingest(
                 contacts::open_conversation(conn, &tenant_id, &contact_id, now).await?;
             if created {
                 if let Some(prev) = &previous_closed {
-                    sqlx::query(
-                        "UPDATE conversations SET previous_conversation_id = $1 WHERE id = $2",
-                    )
-                    .bind(prev)
-                    .bind(&conv)
-                    .execute(&mut *conn)
-                    .await?;
+                    query("UPDATE conversations SET previous_conversation_id = $1 WHERE id = $2")
+                        .bind(prev)
+                        .bind(&conv)
+                        .execute(&mut *conn)
+                        .await?;
                 }
                 super::conversation_created(conn, &tenant_id, &conv, now).await?;
             }
@@ -200,12 +199,12 @@ pub async fn ingest(
 /// A later event of a call already on a timeline (Twilio's status callbacks of an inbound
 /// call): its status and duration update that entry instead of adding the call again.
 async fn update_call(
-    conn: &mut AnyConnection,
+    conn: &mut Db<'_>,
     connection_id: &str,
     inb: &Inbound,
     now: i64,
 ) -> Result<bool, sqlx::Error> {
-    let row = sqlx::query(
+    let row = query(
         "SELECT id, metadata FROM messages WHERE connection_id = $1 AND provider_message_id = $2 AND direction = 'inbound' AND channel = 'voice'",
     )
     .bind(connection_id)
@@ -224,7 +223,7 @@ async fn update_call(
             m.insert(k.clone(), v.clone());
         }
     }
-    sqlx::query("UPDATE messages SET metadata = $1, updated_at = $2 WHERE id = $3")
+    query("UPDATE messages SET metadata = $1, updated_at = $2 WHERE id = $3")
         .bind(meta.to_string())
         .bind(now)
         .bind(&id)
@@ -236,7 +235,7 @@ async fn update_call(
 /// STOP/START/HELP: update the consent ledger and answer with the configured auto-reply.
 #[allow(clippy::too_many_arguments)]
 async fn keywords(
-    conn: &mut AnyConnection,
+    conn: &mut Db<'_>,
     connection_id: &str,
     tenant: &str,
     tenant_id: &str,
@@ -304,7 +303,7 @@ async fn keywords(
     // The answer goes back through the same connection and number; it is exempt from the
     // ledger (a STOP confirmation must reach the customer who just opted out).
     let id = ids::new_id(IdKind::Message);
-    sqlx::query(
+    query(
         "INSERT INTO messages (id, tenant_id, conversation_id, direction, channel, to_addr, from_addr, body, status, created_at, updated_at, customer_identity, pinned_connection, kind, priority)
          VALUES ($1, $2, $3, 'outbound', $4, $5, $6, $7, 'accepted', $8, $9, $10, $11, 'auto_reply', 0)",
     )
@@ -321,7 +320,7 @@ async fn keywords(
     .bind(connection_id)
     .execute(&mut *conn)
     .await?;
-    sqlx::query("INSERT INTO outbox (message_id, available_at, tries, lease_token, lease_until, created_at) VALUES ($1, $2, 0, NULL, 0, $3)")
+    query("INSERT INTO outbox (message_id, available_at, tries, lease_token, lease_until, created_at) VALUES ($1, $2, 0, NULL, 0, $3)")
         .bind(&id)
         .bind(now)
         .bind(now)
@@ -340,7 +339,7 @@ fn address_of(identity: &str) -> &str {
 }
 
 async fn store_message(
-    conn: &mut AnyConnection,
+    conn: &mut Db<'_>,
     connection_id: &str,
     tenant_id: &str,
     conversation_id: &str,
@@ -350,7 +349,7 @@ async fn store_message(
 ) -> Result<String, sqlx::Error> {
     let id = ids::new_id(IdKind::Message);
     let threading = serde_json::to_value(decision).unwrap_or_default();
-    sqlx::query(
+    query(
         "INSERT INTO messages (id, tenant_id, conversation_id, direction, channel, to_addr, from_addr, body, subject, metadata, status, connection_id, threading, created_at, updated_at, customer_identity, business_addr, email_message_id, provider_message_id)
          VALUES ($1, $2, $3, 'inbound', $4, $5, $6, $7, $8, $9, 'received', $10, $11, $12, $13, $14, $15, $16, $17)",
     )
@@ -384,7 +383,7 @@ async fn store_message(
 
 /// Rung 1: `reply+<token>@…`.
 async fn explicit(
-    conn: &mut AnyConnection,
+    conn: &mut Db<'_>,
     email: &EmailThreading,
     inb: &Inbound,
     tenant: Option<&str>,
@@ -398,7 +397,7 @@ async fn explicit(
     let Some(conv) = token::verify(&email.secret, tok) else {
         return Ok(None);
     };
-    let row = sqlx::query("SELECT tenant_id FROM conversations WHERE id = $1")
+    let row = query("SELECT tenant_id FROM conversations WHERE id = $1")
         .bind(&conv)
         .fetch_optional(&mut *conn)
         .await?;
@@ -421,13 +420,13 @@ async fn explicit(
 
 /// Rung 2: a reply pointer to a message weft knows.
 async fn reply_ref(
-    conn: &mut AnyConnection,
+    conn: &mut Db<'_>,
     connection_id: &str,
     inb: &Inbound,
     tenant: Option<&str>,
 ) -> Result<Option<Hit>, sqlx::Error> {
     for r in &inb.email_refs {
-        let row = sqlx::query("SELECT conversation_id, tenant_id FROM messages WHERE email_message_id = $1 ORDER BY id DESC LIMIT 1")
+        let row = query("SELECT conversation_id, tenant_id FROM messages WHERE email_message_id = $1 ORDER BY id DESC LIMIT 1")
             .bind(r.trim_matches(|c| c == '<' || c == '>'))
             .fetch_optional(&mut *conn)
             .await?;
@@ -438,7 +437,7 @@ async fn reply_ref(
     let Some(pid) = inb.reply_to.as_ref().filter(|_| !inb.forwarded) else {
         return Ok(None);
     };
-    let row = sqlx::query(
+    let row = query(
         "SELECT m.conversation_id, m.tenant_id FROM provider_refs r JOIN messages m ON m.id = r.message_id WHERE r.connection_id = $1 AND r.provider_message_id = $2",
     )
     .bind(connection_id)
@@ -448,7 +447,7 @@ async fn reply_ref(
     if let Some(hit) = hit_from(row, Rule::ReplyRef, pid, tenant)? {
         return Ok(Some(hit));
     }
-    let row = sqlx::query("SELECT conversation_id, tenant_id FROM messages WHERE connection_id = $1 AND provider_message_id = $2")
+    let row = query("SELECT conversation_id, tenant_id FROM messages WHERE connection_id = $1 AND provider_message_id = $2")
         .bind(connection_id)
         .bind(pid)
         .fetch_optional(&mut *conn)
@@ -482,12 +481,12 @@ fn hit_from(
 
 /// Rung 3: the (customer, business address) pair of a conversation that is not closed.
 async fn lease(
-    conn: &mut AnyConnection,
+    conn: &mut Db<'_>,
     tenant_id: &str,
     contact_id: &str,
     inb: &Inbound,
 ) -> Result<Option<Hit>, sqlx::Error> {
-    let rows = sqlx::query(
+    let rows = query(
         "SELECT m.conversation_id FROM messages m JOIN conversations c ON c.id = m.conversation_id
          WHERE m.tenant_id = $1 AND m.customer_identity = $2 AND m.business_addr = $3 AND m.direction = 'outbound'
            AND c.state <> 'closed'
@@ -527,12 +526,12 @@ async fn lease(
 /// app opened explicitly, those of contacts merged into it — most recently active first;
 /// several → the first, `ambiguous`. None open: the caller opens one (rung 5).
 async fn contact_open(
-    conn: &mut AnyConnection,
+    conn: &mut Db<'_>,
     tenant_id: &str,
     contact_id: &str,
     inb: &Inbound,
 ) -> Result<Option<Hit>, sqlx::Error> {
-    let rows = sqlx::query(
+    let rows = query(
         // Two index lookups (the contact's own conversations, then those of contacts merged
         // into it) instead of an OR that made SQLite walk every conversation of the tenant.
         "SELECT id, last_activity_at FROM conversations WHERE contact_id = $2 AND tenant_id = $1 AND state <> 'closed'
@@ -566,14 +565,11 @@ async fn contact_open(
 }
 
 /// The tenant id of a connection's tenant (name or id); `None` for a shared (`*`) one.
-async fn tenant_id_of(
-    conn: &mut AnyConnection,
-    tenant: &str,
-) -> Result<Option<String>, sqlx::Error> {
+async fn tenant_id_of(conn: &mut Db<'_>, tenant: &str) -> Result<Option<String>, sqlx::Error> {
     if tenant == "*" {
         return Ok(None);
     }
-    let row = sqlx::query("SELECT id FROM tenants WHERE name = $1 OR id = $2")
+    let row = query("SELECT id FROM tenants WHERE name = $1 OR id = $2")
         .bind(tenant)
         .bind(tenant)
         .fetch_optional(&mut *conn)
@@ -585,11 +581,8 @@ async fn tenant_id_of(
 }
 
 /// For a shared connection: the tenant that owns the sender's identity most recently.
-async fn shared_tenant(
-    conn: &mut AnyConnection,
-    customer: &str,
-) -> Result<Option<String>, sqlx::Error> {
-    let row = sqlx::query("SELECT tenant_id FROM identities WHERE address = $1 AND valid_to IS NULL ORDER BY created_at DESC LIMIT 1")
+async fn shared_tenant(conn: &mut Db<'_>, customer: &str) -> Result<Option<String>, sqlx::Error> {
+    let row = query("SELECT tenant_id FROM identities WHERE address = $1 AND valid_to IS NULL ORDER BY created_at DESC LIMIT 1")
         .bind(customer)
         .fetch_optional(&mut *conn)
         .await?;

@@ -14,6 +14,7 @@
 //!
 //! A match on a closed conversation starts a new one linked to it.
 
+use crate::store::db::Db;
 pub mod contacts;
 pub mod ladder;
 pub mod token;
@@ -21,7 +22,6 @@ pub mod token;
 pub use ladder::ingest;
 
 use serde::Serialize;
-use sqlx::AnyConnection;
 
 /// E-mail threading settings of one running weft.
 #[derive(Debug, Clone)]
@@ -74,7 +74,7 @@ pub struct Decision {
 
 /// Emits `conversation.created` for a conversation made in this transaction.
 pub async fn conversation_created(
-    conn: &mut AnyConnection,
+    conn: &mut Db<'_>,
     tenant_id: &str,
     conversation_id: &str,
     now: i64,

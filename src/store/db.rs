@@ -1,0 +1,370 @@
+//! The connection a store job runs on.
+//!
+//! PostgreSQL (and SQLite outside the group-commit writer) goes through sqlx's `Any` driver.
+//! The SQLite writer has its own synchronous connection (rusqlite) on its own thread: sqlx
+//! runs every SQLite statement on a per-connection worker thread, and the two thread hops
+//! per statement were most of weft's CPU on the hot path; on the writer's thread a whole
+//! batch runs with none. Jobs are written once against [`Db`] and read rows as sqlx
+//! [`AnyRow`]s on both, so the SQL and the row handling are shared.
+//!
+//! Parameters are `$1…$n` everywhere (SQLite binds `$N` by name).
+
+use super::script::Val;
+use futures::TryStreamExt;
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Either, Executor};
+use sqlx_core::any::{AnyColumn, AnyTypeInfo, AnyTypeInfoKind, AnyValue, AnyValueKind};
+use sqlx_core::ext::ustr::UStr;
+use std::borrow::Cow;
+use std::sync::Arc;
+
+/// A connection (usually inside the caller's transaction).
+pub enum Db<'c> {
+    Any(&'c mut AnyConnection),
+    /// `&mut`: a connection is `Send` but not `Sync`, and job futures must be `Send`.
+    Lite(&'c mut rusqlite::Connection),
+}
+
+/// What one statement changed.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Executed {
+    rows_affected: u64,
+}
+
+impl Executed {
+    pub fn rows_affected(&self) -> u64 {
+        self.rows_affected
+    }
+}
+
+/// A statement and its arguments, built like `sqlx::query(sql).bind(…)`.
+#[must_use]
+pub struct Query<'q> {
+    sql: &'q str,
+    args: Vec<Val>,
+}
+
+/// Starts a statement.
+pub fn query(sql: &str) -> Query<'_> {
+    Query {
+        sql,
+        args: Vec::new(),
+    }
+}
+
+impl<'q> Query<'q> {
+    pub fn bind(mut self, v: impl Into<Val>) -> Self {
+        self.args.push(v.into());
+        self
+    }
+
+    pub async fn execute(self, db: &mut Db<'_>) -> Result<Executed, sqlx::Error> {
+        Ok(db.run(self.sql, self.args, false).await?.0)
+    }
+
+    pub async fn fetch_all(self, db: &mut Db<'_>) -> Result<Vec<AnyRow>, sqlx::Error> {
+        Ok(db.run(self.sql, self.args, true).await?.1)
+    }
+
+    pub async fn fetch_optional(self, db: &mut Db<'_>) -> Result<Option<AnyRow>, sqlx::Error> {
+        Ok(db
+            .run(self.sql, self.args, true)
+            .await?
+            .1
+            .into_iter()
+            .next())
+    }
+
+    pub async fn fetch_one(self, db: &mut Db<'_>) -> Result<AnyRow, sqlx::Error> {
+        self.fetch_optional(db)
+            .await?
+            .ok_or(sqlx::Error::RowNotFound)
+    }
+}
+
+impl Db<'_> {
+    /// `"SQLite"` or `"PostgreSQL"`, as sqlx names them.
+    pub fn backend_name(&self) -> &str {
+        match self {
+            Db::Any(c) => c.backend_name(),
+            Db::Lite(_) => "SQLite",
+        }
+    }
+
+    /// A shorter borrow of the same connection, to hand to a helper.
+    pub fn reborrow(&mut self) -> Db<'_> {
+        match self {
+            Db::Any(c) => Db::Any(c),
+            Db::Lite(c) => Db::Lite(c),
+        }
+    }
+
+    /// Runs one statement: what it changed and the rows it returned.
+    pub(crate) async fn run(
+        &mut self,
+        sql: &str,
+        args: Vec<Val>,
+        want_rows: bool,
+    ) -> Result<(Executed, Vec<AnyRow>), sqlx::Error> {
+        match self {
+            Db::Any(c) => run_any(c, sql, args).await,
+            Db::Lite(c) => run_lite(c, sql, &args, want_rows).map_err(lite_error),
+        }
+    }
+}
+
+/// Several statements in one query (SQLite through sqlx), or one: an [`Executed`] and the
+/// rows of each statement, in order.
+pub(crate) async fn run_any_multi(
+    conn: &mut AnyConnection,
+    sql: &str,
+    args: Vec<Val>,
+) -> Result<Vec<(Executed, Vec<AnyRow>)>, sqlx::Error> {
+    let mut q = sqlx::query(sql);
+    for v in args {
+        q = match v {
+            Val::Text(t) => q.bind(t),
+            Val::Int(i) => q.bind(i),
+        };
+    }
+    let mut out = Vec::new();
+    let mut rows = Vec::new();
+    let mut stream = conn.fetch_many(q);
+    while let Some(step) = stream.try_next().await? {
+        match step {
+            Either::Right(row) => rows.push(row),
+            Either::Left(done) => out.push((
+                Executed {
+                    rows_affected: done.rows_affected(),
+                },
+                std::mem::take(&mut rows),
+            )),
+        }
+    }
+    Ok(out)
+}
+
+async fn run_any(
+    conn: &mut AnyConnection,
+    sql: &str,
+    args: Vec<Val>,
+) -> Result<(Executed, Vec<AnyRow>), sqlx::Error> {
+    let mut all = run_any_multi(conn, sql, args).await?;
+    Ok(if all.is_empty() {
+        (Executed::default(), Vec::new())
+    } else {
+        all.swap_remove(0)
+    })
+}
+
+/// `$1`…`$64`: the names SQLite gives positional `$N` parameters, without a format per bind.
+static PARAM_NAMES: std::sync::LazyLock<Vec<String>> =
+    std::sync::LazyLock::new(|| (1..=64).map(|n| format!("${n}")).collect());
+
+fn run_lite(
+    conn: &rusqlite::Connection,
+    sql: &str,
+    args: &[Val],
+    want_rows: bool,
+) -> Result<(Executed, Vec<AnyRow>), rusqlite::Error> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    for (i, v) in args.iter().enumerate() {
+        let name: Cow<'_, str> = match PARAM_NAMES.get(i) {
+            Some(n) => Cow::Borrowed(n),
+            None => Cow::Owned(format!("${}", i + 1)),
+        };
+        // A parameter the statement does not use is skipped, as sqlx does.
+        let Some(idx) = stmt.parameter_index(&name)? else {
+            continue;
+        };
+        match v {
+            Val::Text(t) => stmt.raw_bind_parameter(idx, t.as_deref())?,
+            Val::Int(n) => stmt.raw_bind_parameter(idx, *n)?,
+        }
+    }
+    let ncols = stmt.column_count();
+    if ncols == 0 {
+        let n = stmt.raw_execute()?;
+        return Ok((
+            Executed {
+                rows_affected: n as u64,
+            },
+            Vec::new(),
+        ));
+    }
+    let columns: Vec<AnyColumn> = stmt
+        .column_names()
+        .into_iter()
+        .enumerate()
+        .map(|(ordinal, name)| AnyColumn {
+            ordinal,
+            name: UStr::new(name),
+            type_info: AnyTypeInfo {
+                kind: AnyTypeInfoKind::Null,
+            },
+        })
+        .collect();
+    let names: Arc<sqlx_core::HashMap<UStr, usize>> = Arc::new(
+        columns
+            .iter()
+            .map(|c| (c.name.clone(), c.ordinal))
+            .collect(),
+    );
+    let mut out = Vec::new();
+    let mut rows = stmt.raw_query();
+    while let Some(row) = rows.next()? {
+        if !want_rows {
+            continue;
+        }
+        let mut values = Vec::with_capacity(ncols);
+        for i in 0..ncols {
+            use rusqlite::types::ValueRef;
+            let kind = match row.get_ref(i)? {
+                ValueRef::Null => AnyValueKind::Null(AnyTypeInfoKind::Null),
+                ValueRef::Integer(n) => AnyValueKind::BigInt(n),
+                ValueRef::Real(f) => AnyValueKind::Double(f),
+                ValueRef::Text(t) => {
+                    AnyValueKind::Text(Cow::Owned(String::from_utf8_lossy(t).into_owned()))
+                }
+                ValueRef::Blob(b) => AnyValueKind::Blob(Cow::Owned(b.to_vec())),
+            };
+            values.push(AnyValue { kind });
+        }
+        out.push(AnyRow {
+            column_names: names.clone(),
+            columns: columns.clone(),
+            values,
+        });
+    }
+    drop(rows);
+    // `changes()` is the last data change's count: a plain SELECT changed nothing.
+    let rows_affected = if stmt.readonly() { 0 } else { conn.changes() };
+    Ok((Executed { rows_affected }, out))
+}
+
+/// A rusqlite error as a sqlx database error, so callers handle one error type.
+pub(crate) fn lite_error(e: rusqlite::Error) -> sqlx::Error {
+    sqlx::Error::Database(Box::new(LiteError(e)))
+}
+
+#[derive(Debug)]
+struct LiteError(rusqlite::Error);
+
+impl std::fmt::Display for LiteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for LiteError {}
+
+impl sqlx::error::DatabaseError for LiteError {
+    fn message(&self) -> &str {
+        "SQLite error"
+    }
+
+    fn code(&self) -> Option<Cow<'_, str>> {
+        self.0
+            .sqlite_error_code()
+            .map(|c| Cow::Owned(format!("{c:?}")))
+    }
+
+    fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        self
+    }
+
+    fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+        self
+    }
+
+    fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+        self
+    }
+
+    fn kind(&self) -> sqlx::error::ErrorKind {
+        use rusqlite::ffi::ErrorCode;
+        match &self.0 {
+            rusqlite::Error::SqliteFailure(e, _) if e.code == ErrorCode::ConstraintViolation => {
+                match e.extended_code {
+                    rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                    | rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY => {
+                        sqlx::error::ErrorKind::UniqueViolation
+                    }
+                    rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY => {
+                        sqlx::error::ErrorKind::ForeignKeyViolation
+                    }
+                    rusqlite::ffi::SQLITE_CONSTRAINT_NOTNULL => {
+                        sqlx::error::ErrorKind::NotNullViolation
+                    }
+                    rusqlite::ffi::SQLITE_CONSTRAINT_CHECK => {
+                        sqlx::error::ErrorKind::CheckViolation
+                    }
+                    _ => sqlx::error::ErrorKind::Other,
+                }
+            }
+            _ => sqlx::error::ErrorKind::Other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlx::Row;
+
+    #[tokio::test]
+    async fn rusqlite_rows_read_like_sqlx_rows() {
+        let mut conn = rusqlite::Connection::open_in_memory().expect("open");
+        let mut db = Db::Lite(&mut conn);
+        query("CREATE TABLE t (id TEXT PRIMARY KEY, n INTEGER, note TEXT)")
+            .execute(&mut db)
+            .await
+            .expect("create");
+        let ins =
+            query("INSERT INTO t (id, n, note) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING")
+                .bind("a")
+                .bind(5i64)
+                .bind(None::<String>);
+        assert_eq!(
+            ins.execute(&mut db).await.expect("insert").rows_affected(),
+            1
+        );
+        let again = query("INSERT INTO t (id, n) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING")
+            .bind("a")
+            .bind(6i64);
+        assert_eq!(
+            again.execute(&mut db).await.expect("again").rows_affected(),
+            0
+        );
+        // $2 before $1, and $1 twice: bound by name, not by position of appearance.
+        let row = query("SELECT id, n + $2 AS m, note FROM t WHERE id = $1 AND id = $1")
+            .bind("a")
+            .bind(10i64)
+            .fetch_one(&mut db)
+            .await
+            .expect("select");
+        assert_eq!(row.try_get::<String, _>("id").expect("id"), "a");
+        assert_eq!(row.try_get::<i64, _>("m").expect("m"), 15);
+        assert_eq!(
+            row.try_get::<Option<String>, _>("note").expect("note"),
+            None
+        );
+        assert_eq!(row.try_get::<i64, _>(1).expect("by index"), 15);
+        let upd = query("UPDATE t SET n = n + 1 WHERE id = $1 RETURNING n")
+            .bind("a")
+            .fetch_all(&mut db)
+            .await
+            .expect("returning");
+        assert_eq!(upd.len(), 1);
+        let dup = query("INSERT INTO t (id, n) VALUES ($1, 1)")
+            .bind("a")
+            .execute(&mut db)
+            .await
+            .expect_err("duplicate");
+        let kind = dup.as_database_error().map(|e| e.kind());
+        assert!(
+            matches!(kind, Some(sqlx::error::ErrorKind::UniqueViolation)),
+            "{dup}"
+        );
+    }
+}
