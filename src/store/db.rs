@@ -9,6 +9,7 @@
 //!
 //! Parameters are `$1…$n` everywhere (SQLite binds `$N` by name).
 
+use super::pg::PgConn;
 use super::script::Val;
 use futures::TryStreamExt;
 use sqlx::any::AnyRow;
@@ -23,12 +24,14 @@ pub enum Db<'c> {
     Any(&'c mut AnyConnection),
     /// `&mut`: a connection is `Send` but not `Sync`, and job futures must be `Send`.
     Lite(&'c mut rusqlite::Connection),
+    /// A PostgreSQL writer's own connection (pipelines a script's statements).
+    Pg(&'c mut PgConn),
 }
 
 /// What one statement changed.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Executed {
-    rows_affected: u64,
+    pub(crate) rows_affected: u64,
 }
 
 impl Executed {
@@ -88,6 +91,7 @@ impl Db<'_> {
         match self {
             Db::Any(c) => c.backend_name(),
             Db::Lite(_) => "SQLite",
+            Db::Pg(_) => "PostgreSQL",
         }
     }
 
@@ -96,6 +100,16 @@ impl Db<'_> {
         match self {
             Db::Any(c) => Db::Any(c),
             Db::Lite(c) => Db::Lite(c),
+            Db::Pg(c) => Db::Pg(c),
+        }
+    }
+
+    /// Runs SQL without parameters (`BEGIN`, `COMMIT`, …).
+    pub async fn simple(&mut self, sql: &str) -> Result<(), sqlx::Error> {
+        match self {
+            Db::Any(c) => c.execute(sql).await.map(|_| ()),
+            Db::Lite(c) => c.execute_batch(sql).map_err(lite_error),
+            Db::Pg(c) => c.simple(sql).await,
         }
     }
 
@@ -109,6 +123,10 @@ impl Db<'_> {
         match self {
             Db::Any(c) => run_any(c, sql, args).await,
             Db::Lite(c) => run_lite(c, sql, &args, want_rows).map_err(lite_error),
+            Db::Pg(c) => {
+                let (n, rows) = c.run_all(&[(sql, &args)]).await?.pop().unwrap_or_default();
+                Ok((Executed { rows_affected: n }, rows))
+            }
         }
     }
 }

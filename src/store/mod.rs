@@ -11,6 +11,7 @@ mod contacts;
 mod conversations;
 pub mod db;
 mod delivery;
+mod pg;
 mod read;
 pub(crate) mod script;
 mod status;
@@ -129,8 +130,10 @@ impl Store {
             }
             DatabaseUrl::Postgres(u) => {
                 let writers = cfg.store.writers;
+                // The writer tasks have connections of their own; this pool takes the few
+                // writes outside the writer (API contact/conversation changes, sweeps).
                 let write = AnyPoolOptions::new()
-                    .max_connections(u32::try_from(writers).unwrap_or(4) + 1)
+                    .max_connections(2)
                     .acquire_timeout(Duration::from_secs(10))
                     .connect(u)
                     .await?;
@@ -139,8 +142,8 @@ impl Store {
                     .acquire_timeout(Duration::from_secs(5))
                     .connect(u)
                     .await?;
-                let engine = writer::Engine::Pool {
-                    pool: write.clone(),
+                let engine = writer::Engine::Postgres {
+                    url: u.clone(),
                     writers,
                 };
                 (Backend::Postgres, read, write, engine)

@@ -114,8 +114,25 @@ impl Script {
                     .map(out)
                     .collect())
             }
-            // PostgreSQL takes one statement per query; the SQLite writer's own connection
-            // runs them on its thread, where one more statement costs no hop.
+            // A PostgreSQL writer's connection sends them all before awaiting the first.
+            Db::Pg(conn) => {
+                let stmts: Vec<(&str, &[Val])> = self
+                    .stmts
+                    .iter()
+                    .map(|(s, a)| (s.as_ref(), a.as_slice()))
+                    .collect();
+                Ok(conn
+                    .run_all(&stmts)
+                    .await?
+                    .into_iter()
+                    .map(|(rows_affected, rows)| Out {
+                        rows_affected,
+                        rows,
+                    })
+                    .collect())
+            }
+            // sqlx's PostgreSQL takes one statement per query; the SQLite writer's own
+            // connection runs them on its thread, where one more statement costs no hop.
             _ => {
                 let mut outs = Vec::with_capacity(self.stmts.len());
                 for (s, a) in self.stmts {

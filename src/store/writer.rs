@@ -3,14 +3,14 @@
 //! fsync is shared by hundreds of requests. If any job in a batch fails, the batch is rolled
 //! back and its jobs are retried one transaction each, so one bad job never sinks the others.
 //!
-//! PostgreSQL runs several writer tasks on pooled connections. SQLite has one writer: a
+//! PostgreSQL runs several writer tasks, each with a connection of its own ([`Db::Pg`]). SQLite has one writer: a
 //! thread of its own with a synchronous connection ([`Db::Lite`]), so a batch runs there
 //! without a hand-off per statement; it holds the store's SQLite write gate for each batch,
 //! which the few writes outside the writer take too (one writer at a time, as SQLite wants).
 
 use super::db::{lite_error, Db};
+use super::pg::PgConn;
 use super::{accept, claim, delivery, tenants, webhooks, Backend, StoreError};
-use sqlx::{AnyConnection, AnyPool, Connection};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, watch, Mutex};
 use tokio::task::JoinHandle;
@@ -76,8 +76,8 @@ pub struct Writer {
 
 /// Where the writer runs.
 pub enum Engine {
-    /// `writers` tasks on this pool (PostgreSQL).
-    Pool { pool: AnyPool, writers: usize },
+    /// `writers` tasks, each with its own connection to this PostgreSQL URL.
+    Postgres { url: String, writers: usize },
     /// One thread with its own connection to this SQLite file, holding `gate` per batch.
     Sqlite { path: String, gate: Arc<Mutex<()>> },
 }
@@ -85,19 +85,19 @@ pub enum Engine {
 impl Writer {
     pub fn start(engine: Engine, batch_max: usize) -> Result<Writer, StoreError> {
         let lanes = match &engine {
-            Engine::Pool { writers, .. } => *writers,
+            Engine::Postgres { writers, .. } => *writers,
             Engine::Sqlite { .. } => 1,
         };
         let (tx, rx) = mpsc::channel::<Envelope>(batch_max * lanes * 4);
         let rx = Arc::new(Mutex::new(rx));
         let (stop, stop_rx) = watch::channel(false);
         let tasks = match engine {
-            Engine::Pool { pool, writers } => (0..writers)
+            Engine::Postgres { url, writers } => (0..writers)
                 .map(|_| {
                     let rx = rx.clone();
-                    let pool = pool.clone();
+                    let url = url.clone();
                     let stop_rx = stop_rx.clone();
-                    tokio::spawn(run(pool, rx, stop_rx, batch_max))
+                    tokio::spawn(run(url, rx, stop_rx, batch_max))
                 })
                 .collect(),
             Engine::Sqlite { path, gate } => {
@@ -175,15 +175,32 @@ async fn next_batch(
 }
 
 async fn run(
-    pool: AnyPool,
+    url: String,
     rx: Arc<Mutex<mpsc::Receiver<Envelope>>>,
     mut stop: watch::Receiver<bool>,
     batch_max: usize,
 ) {
+    let mut conn: Option<PgConn> = None;
     while let Some(mut batch) = next_batch(&rx, &mut stop, batch_max).await {
         // Stable: jobs of one message keep their arrival order.
         batch.sort_by_cached_key(|e| e.job.lock_key());
-        run_batch(&pool, batch).await;
+        if conn.as_ref().is_none_or(PgConn::is_closed) {
+            match PgConn::connect(&url).await {
+                Ok(c) => conn = Some(c),
+                Err(e) => {
+                    let msg = e.to_string();
+                    for env in batch {
+                        let _ = env
+                            .reply
+                            .send(Err(StoreError::Db(sqlx::Error::Protocol(msg.clone()))));
+                    }
+                    continue;
+                }
+            }
+        }
+        if let Some(c) = conn.as_mut() {
+            run_batch(&mut Db::Pg(c), Backend::Postgres, batch).await;
+        }
     }
 }
 
@@ -205,69 +222,15 @@ async fn run_lite(
 ) {
     while let Some(batch) = next_batch(&rx, &mut stop, batch_max).await {
         let _gate = gate.lock().await;
-        metrics::histogram!(crate::metrics::STORE_BATCH_SIZE).record(batch.len() as f64);
-        if batch.len() > 1 {
-            match lite_together(&mut conn, &batch).await {
-                Ok(results) => {
-                    for (env, r) in batch.into_iter().zip(results) {
-                        let _ = env.reply.send(Ok(r));
-                    }
-                    continue;
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "Group commit failed; retrying jobs one by one.")
-                }
-            }
-        }
-        for env in batch {
-            let r = lite_together(&mut conn, std::slice::from_ref(&env))
-                .await
-                .map(|mut d| d.remove(0));
-            let _ = env.reply.send(r);
-        }
+        run_batch(&mut Db::Lite(&mut conn), Backend::Sqlite, batch).await;
     }
 }
 
-/// Runs jobs in one SQLite transaction (`BEGIN IMMEDIATE`: the write lock up front).
-async fn lite_together(
-    conn: &mut rusqlite::Connection,
-    batch: &[Envelope],
-) -> Result<Vec<Done>, StoreError> {
-    conn.execute_batch("BEGIN IMMEDIATE")
-        .map_err(|e| StoreError::Db(lite_error(e)))?;
-    let mut out = Vec::with_capacity(batch.len());
-    for env in batch {
-        match apply(&mut Db::Lite(&mut *conn), Backend::Sqlite, &env.job).await {
-            Ok(d) => out.push(d),
-            Err(e) => {
-                let _ = conn.execute_batch("ROLLBACK");
-                return Err(e);
-            }
-        }
-    }
-    if let Err(e) = conn.execute_batch("COMMIT") {
-        let _ = conn.execute_batch("ROLLBACK");
-        return Err(StoreError::Db(lite_error(e)));
-    }
-    Ok(out)
-}
-
-async fn run_batch(pool: &AnyPool, batch: Vec<Envelope>) {
-    let mut conn = match pool.acquire().await {
-        Ok(c) => c,
-        Err(e) => {
-            let msg = e.to_string();
-            for env in batch {
-                let _ = env
-                    .reply
-                    .send(Err(StoreError::Db(sqlx::Error::Protocol(msg.clone()))));
-            }
-            return;
-        }
-    };
+/// Runs a batch in one transaction; if that fails, each job in a transaction of its own.
+async fn run_batch(db: &mut Db<'_>, backend: Backend, batch: Vec<Envelope>) {
     metrics::histogram!(crate::metrics::STORE_BATCH_SIZE).record(batch.len() as f64);
     if batch.len() > 1 {
-        match try_together(&mut conn, &batch).await {
+        match together(db, backend, &batch).await {
             Ok(results) => {
                 for (env, r) in batch.into_iter().zip(results) {
                     let _ = env.reply.send(Ok(r));
@@ -278,29 +241,43 @@ async fn run_batch(pool: &AnyPool, batch: Vec<Envelope>) {
         }
     }
     for env in batch {
-        let r = alone(&mut conn, &env.job).await;
+        let r = together(db, backend, std::slice::from_ref(&env))
+            .await
+            .and_then(|d| {
+                d.into_iter()
+                    .next()
+                    .ok_or_else(|| StoreError::Corrupt("a job without a result".into()))
+            });
         let _ = env.reply.send(r);
     }
 }
 
-async fn try_together(
-    conn: &mut AnyConnection,
+/// Runs jobs in one transaction (on SQLite `BEGIN IMMEDIATE`: the write lock up front).
+async fn together(
+    db: &mut Db<'_>,
+    backend: Backend,
     batch: &[Envelope],
 ) -> Result<Vec<Done>, StoreError> {
-    let mut tx = conn.begin().await?;
+    db.simple(match backend {
+        Backend::Sqlite => "BEGIN IMMEDIATE",
+        Backend::Postgres => "BEGIN",
+    })
+    .await?;
     let mut out = Vec::with_capacity(batch.len());
     for env in batch {
-        out.push(apply(&mut Db::Any(&mut tx), Backend::Postgres, &env.job).await?);
+        match apply(db, backend, &env.job).await {
+            Ok(d) => out.push(d),
+            Err(e) => {
+                let _ = db.simple("ROLLBACK").await;
+                return Err(e);
+            }
+        }
     }
-    tx.commit().await?;
+    if let Err(e) = db.simple("COMMIT").await {
+        let _ = db.simple("ROLLBACK").await;
+        return Err(e.into());
+    }
     Ok(out)
-}
-
-async fn alone(conn: &mut AnyConnection, job: &Job) -> Result<Done, StoreError> {
-    let mut tx = conn.begin().await?;
-    let done = apply(&mut Db::Any(&mut tx), Backend::Postgres, job).await?;
-    tx.commit().await?;
-    Ok(done)
 }
 
 async fn apply(conn: &mut Db<'_>, backend: Backend, job: &Job) -> Result<Done, StoreError> {

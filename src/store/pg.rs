@@ -1,0 +1,244 @@
+//! A PostgreSQL writer's own connection (tokio-postgres).
+//!
+//! sqlx sends a statement and waits for its answer before sending the next; a message
+//! costs ~28 statements on its way from accept to the second receipt, each a round trip to
+//! the server. tokio-postgres pipelines the queries it is given at once, so the statements
+//! of a [`Script`](super::script::Script) go out together and cost one round trip. Statements
+//! are prepared with the parameter types sqlx would send (`TEXT`, `INT8`) and kept per
+//! connection; rows come back as sqlx [`AnyRow`]s, so jobs read them as they read any other.
+
+use super::script::Val;
+use sqlx::any::AnyRow;
+use sqlx_core::any::{AnyColumn, AnyTypeInfo, AnyTypeInfoKind, AnyValue, AnyValueKind};
+use sqlx_core::ext::ustr::UStr;
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{Client, NoTls, Statement};
+
+/// One connection and its prepared statements.
+pub struct PgConn {
+    client: Client,
+    /// SQL → (which parameters are integers, as a bit set; the statement).
+    prepared: HashMap<String, Vec<(u64, Statement)>>,
+}
+
+impl PgConn {
+    /// Connects; the connection's I/O runs in a task of its own until it closes.
+    pub async fn connect(url: &str) -> Result<PgConn, sqlx::Error> {
+        let mut cfg: tokio_postgres::Config = url.parse().map_err(pg_error)?;
+        cfg.connect_timeout(Duration::from_secs(10));
+        let (client, connection) = cfg.connect(NoTls).await.map_err(pg_error)?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::warn!(error = %e, "PostgreSQL writer connection ended.");
+            }
+        });
+        Ok(PgConn {
+            client,
+            prepared: HashMap::new(),
+        })
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
+
+    /// Runs SQL without parameters (`BEGIN`, `COMMIT`, `ROLLBACK`).
+    pub async fn simple(&self, sql: &str) -> Result<(), sqlx::Error> {
+        self.client.batch_execute(sql).await.map_err(pg_error)
+    }
+
+    async fn statement(&mut self, sql: &str, args: &[Val]) -> Result<Statement, sqlx::Error> {
+        let ints = args
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| matches!(v, Val::Int(_)))
+            .fold(0u64, |m, (i, _)| m | (1u64 << i.min(63)));
+        if let Some(s) = self
+            .prepared
+            .get(sql)
+            .and_then(|v| v.iter().find(|(k, _)| *k == ints))
+        {
+            return Ok(s.1.clone());
+        }
+        let types: Vec<Type> = args
+            .iter()
+            .map(|v| match v {
+                Val::Text(_) => Type::TEXT,
+                Val::Int(_) => Type::INT8,
+            })
+            .collect();
+        let stmt = self
+            .client
+            .prepare_typed(sql, &types)
+            .await
+            .map_err(pg_error)?;
+        self.prepared
+            .entry(sql.to_string())
+            .or_default()
+            .push((ints, stmt.clone()));
+        Ok(stmt)
+    }
+
+    /// Runs statements in order, all sent before the first answer is awaited: rows
+    /// affected and rows of each. The first failure is the answer (the statements after it
+    /// fail too: the transaction is aborted).
+    pub async fn run_all(
+        &mut self,
+        stmts: &[(&str, &[Val])],
+    ) -> Result<Vec<(u64, Vec<AnyRow>)>, sqlx::Error> {
+        let mut prepared = Vec::with_capacity(stmts.len());
+        for (sql, args) in stmts {
+            prepared.push(self.statement(sql, args).await?);
+        }
+        let client = &self.client;
+        let runs = prepared.iter().zip(stmts).map(|(stmt, (_, args))| {
+            let params: Vec<&(dyn ToSql + Sync)> = args.iter().map(param).collect();
+            async move {
+                if stmt.columns().is_empty() {
+                    let n = client.execute(stmt, &params).await.map_err(pg_error)?;
+                    Ok::<_, sqlx::Error>((n, Vec::new()))
+                } else {
+                    let rows = client.query(stmt, &params).await.map_err(pg_error)?;
+                    let n = rows.len() as u64;
+                    Ok((n, any_rows(stmt, &rows)?))
+                }
+            }
+        });
+        futures::future::try_join_all(runs).await
+    }
+}
+
+fn param(v: &Val) -> &(dyn ToSql + Sync) {
+    match v {
+        Val::Text(t) => t,
+        Val::Int(n) => n,
+    }
+}
+
+fn any_rows(stmt: &Statement, rows: &[tokio_postgres::Row]) -> Result<Vec<AnyRow>, sqlx::Error> {
+    let columns: Vec<AnyColumn> = stmt
+        .columns()
+        .iter()
+        .enumerate()
+        .map(|(ordinal, c)| AnyColumn {
+            ordinal,
+            name: UStr::new(c.name()),
+            type_info: AnyTypeInfo {
+                kind: AnyTypeInfoKind::Null,
+            },
+        })
+        .collect();
+    let names: Arc<sqlx_core::HashMap<UStr, usize>> = Arc::new(
+        columns
+            .iter()
+            .map(|c| (c.name.clone(), c.ordinal))
+            .collect(),
+    );
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let mut values = Vec::with_capacity(columns.len());
+        for (i, c) in stmt.columns().iter().enumerate() {
+            values.push(AnyValue {
+                kind: value(row, i, c.type_()).map_err(pg_error)?,
+            });
+        }
+        out.push(AnyRow {
+            column_names: names.clone(),
+            columns: columns.clone(),
+            values,
+        });
+    }
+    Ok(out)
+}
+
+/// A column as sqlx's Any driver would hand it over (the same types it supports).
+fn value(
+    row: &tokio_postgres::Row,
+    i: usize,
+    ty: &Type,
+) -> Result<AnyValueKind<'static>, tokio_postgres::Error> {
+    fn or_null<T>(
+        v: Option<T>,
+        f: impl FnOnce(T) -> AnyValueKind<'static>,
+    ) -> AnyValueKind<'static> {
+        v.map(f)
+            .unwrap_or(AnyValueKind::Null(AnyTypeInfoKind::Null))
+    }
+    Ok(match *ty {
+        Type::INT8 => or_null(row.try_get::<_, Option<i64>>(i)?, AnyValueKind::BigInt),
+        Type::INT4 => or_null(row.try_get::<_, Option<i32>>(i)?, AnyValueKind::Integer),
+        Type::INT2 => or_null(row.try_get::<_, Option<i16>>(i)?, AnyValueKind::SmallInt),
+        Type::BOOL => or_null(row.try_get::<_, Option<bool>>(i)?, AnyValueKind::Bool),
+        Type::FLOAT8 => or_null(row.try_get::<_, Option<f64>>(i)?, AnyValueKind::Double),
+        Type::FLOAT4 => or_null(row.try_get::<_, Option<f32>>(i)?, AnyValueKind::Real),
+        Type::BYTEA => or_null(row.try_get::<_, Option<Vec<u8>>>(i)?, |b| {
+            AnyValueKind::Blob(Cow::Owned(b))
+        }),
+        // TEXT, VARCHAR, BPCHAR, NAME; anything else fails to decode here, as in sqlx Any.
+        _ => or_null(row.try_get::<_, Option<String>>(i)?, |s| {
+            AnyValueKind::Text(Cow::Owned(s))
+        }),
+    })
+}
+
+/// A tokio-postgres error as a sqlx database error, so callers handle one error type.
+pub(crate) fn pg_error(e: tokio_postgres::Error) -> sqlx::Error {
+    sqlx::Error::Database(Box::new(PgError(e)))
+}
+
+#[derive(Debug)]
+struct PgError(tokio_postgres::Error);
+
+impl std::fmt::Display for PgError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.as_db_error() {
+            Some(db) => db.fmt(f),
+            None => self.0.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for PgError {}
+
+impl sqlx::error::DatabaseError for PgError {
+    fn message(&self) -> &str {
+        self.0
+            .as_db_error()
+            .map_or("PostgreSQL error", |d| d.message())
+    }
+
+    fn code(&self) -> Option<Cow<'_, str>> {
+        self.0.code().map(|c| Cow::Borrowed(c.code()))
+    }
+
+    fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        self
+    }
+
+    fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+        self
+    }
+
+    fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+        self
+    }
+
+    fn kind(&self) -> sqlx::error::ErrorKind {
+        use tokio_postgres::error::SqlState;
+        match self.0.code() {
+            Some(c) if *c == SqlState::UNIQUE_VIOLATION => sqlx::error::ErrorKind::UniqueViolation,
+            Some(c) if *c == SqlState::FOREIGN_KEY_VIOLATION => {
+                sqlx::error::ErrorKind::ForeignKeyViolation
+            }
+            Some(c) if *c == SqlState::NOT_NULL_VIOLATION => {
+                sqlx::error::ErrorKind::NotNullViolation
+            }
+            Some(c) if *c == SqlState::CHECK_VIOLATION => sqlx::error::ErrorKind::CheckViolation,
+            _ => sqlx::error::ErrorKind::Other,
+        }
+    }
+}
