@@ -210,24 +210,7 @@ fn run_lite(
             Vec::new(),
         ));
     }
-    let columns: Vec<AnyColumn> = stmt
-        .column_names()
-        .into_iter()
-        .enumerate()
-        .map(|(ordinal, name)| AnyColumn {
-            ordinal,
-            name: UStr::new(name),
-            type_info: AnyTypeInfo {
-                kind: AnyTypeInfoKind::Null,
-            },
-        })
-        .collect();
-    let names: Arc<sqlx_core::HashMap<UStr, usize>> = Arc::new(
-        columns
-            .iter()
-            .map(|c| (c.name.clone(), c.ordinal))
-            .collect(),
-    );
+    let columns = Columns::new(stmt.column_names());
     let mut out = Vec::new();
     let mut rows = stmt.raw_query();
     while let Some(row) = rows.next()? {
@@ -237,7 +220,7 @@ fn run_lite(
         let mut values = Vec::with_capacity(ncols);
         for i in 0..ncols {
             use rusqlite::types::ValueRef;
-            let kind = match row.get_ref(i)? {
+            values.push(match row.get_ref(i)? {
                 ValueRef::Null => AnyValueKind::Null(AnyTypeInfoKind::Null),
                 ValueRef::Integer(n) => AnyValueKind::BigInt(n),
                 ValueRef::Real(f) => AnyValueKind::Double(f),
@@ -245,14 +228,9 @@ fn run_lite(
                     AnyValueKind::Text(Cow::Owned(String::from_utf8_lossy(t).into_owned()))
                 }
                 ValueRef::Blob(b) => AnyValueKind::Blob(Cow::Owned(b.to_vec())),
-            };
-            values.push(AnyValue { kind });
+            });
         }
-        out.push(AnyRow {
-            column_names: names.clone(),
-            columns: columns.clone(),
-            values,
-        });
+        out.push(columns.row(values));
     }
     drop(rows);
     // `changes()` is the last data change's count: a plain SELECT changed nothing.
@@ -262,29 +240,77 @@ fn run_lite(
 
 /// A rusqlite error as a sqlx database error, so callers handle one error type.
 pub(crate) fn lite_error(e: rusqlite::Error) -> sqlx::Error {
-    sqlx::Error::Database(Box::new(LiteError(e)))
+    use rusqlite::ffi;
+    let (code, kind) = match &e {
+        rusqlite::Error::SqliteFailure(f, _) => (
+            Some(format!("{:?}", f.code)),
+            match f.extended_code {
+                ffi::SQLITE_CONSTRAINT_UNIQUE | ffi::SQLITE_CONSTRAINT_PRIMARYKEY => {
+                    Violation::Unique
+                }
+                ffi::SQLITE_CONSTRAINT_FOREIGNKEY => Violation::ForeignKey,
+                ffi::SQLITE_CONSTRAINT_NOTNULL => Violation::NotNull,
+                ffi::SQLITE_CONSTRAINT_CHECK => Violation::Check,
+                _ => Violation::Other,
+            },
+        ),
+        _ => (None, Violation::Other),
+    };
+    driver_error(e.to_string(), code, kind, e)
+}
+
+/// Which constraint a statement broke (sqlx's `ErrorKind`, which is not `Clone`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Violation {
+    Unique,
+    ForeignKey,
+    NotNull,
+    Check,
+    Other,
+}
+
+/// An error of a driver other than sqlx's, as a sqlx database error.
+pub(crate) fn driver_error(
+    message: String,
+    code: Option<String>,
+    kind: Violation,
+    source: impl std::error::Error + Send + Sync + 'static,
+) -> sqlx::Error {
+    sqlx::Error::Database(Box::new(DriverError {
+        message,
+        code,
+        kind,
+        source: Box::new(source),
+    }))
 }
 
 #[derive(Debug)]
-struct LiteError(rusqlite::Error);
+struct DriverError {
+    message: String,
+    code: Option<String>,
+    kind: Violation,
+    source: Box<dyn std::error::Error + Send + Sync>,
+}
 
-impl std::fmt::Display for LiteError {
+impl std::fmt::Display for DriverError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
+        f.write_str(&self.message)
     }
 }
 
-impl std::error::Error for LiteError {}
+impl std::error::Error for DriverError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(self.source.as_ref())
+    }
+}
 
-impl sqlx::error::DatabaseError for LiteError {
+impl sqlx::error::DatabaseError for DriverError {
     fn message(&self) -> &str {
-        "SQLite error"
+        &self.message
     }
 
     fn code(&self) -> Option<Cow<'_, str>> {
-        self.0
-            .sqlite_error_code()
-            .map(|c| Cow::Owned(format!("{c:?}")))
+        self.code.as_deref().map(Cow::Borrowed)
     }
 
     fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
@@ -300,27 +326,54 @@ impl sqlx::error::DatabaseError for LiteError {
     }
 
     fn kind(&self) -> sqlx::error::ErrorKind {
-        use rusqlite::ffi::ErrorCode;
-        match &self.0 {
-            rusqlite::Error::SqliteFailure(e, _) if e.code == ErrorCode::ConstraintViolation => {
-                match e.extended_code {
-                    rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
-                    | rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY => {
-                        sqlx::error::ErrorKind::UniqueViolation
-                    }
-                    rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY => {
-                        sqlx::error::ErrorKind::ForeignKeyViolation
-                    }
-                    rusqlite::ffi::SQLITE_CONSTRAINT_NOTNULL => {
-                        sqlx::error::ErrorKind::NotNullViolation
-                    }
-                    rusqlite::ffi::SQLITE_CONSTRAINT_CHECK => {
-                        sqlx::error::ErrorKind::CheckViolation
-                    }
-                    _ => sqlx::error::ErrorKind::Other,
-                }
-            }
-            _ => sqlx::error::ErrorKind::Other,
+        use sqlx::error::ErrorKind;
+        match self.kind {
+            Violation::Unique => ErrorKind::UniqueViolation,
+            Violation::ForeignKey => ErrorKind::ForeignKeyViolation,
+            Violation::NotNull => ErrorKind::NotNullViolation,
+            Violation::Check => ErrorKind::CheckViolation,
+            Violation::Other => ErrorKind::Other,
+        }
+    }
+}
+
+/// Column metadata of a result, shared by its rows (rows are sqlx [`AnyRow`]s).
+pub(crate) struct Columns {
+    names: Arc<sqlx_core::HashMap<UStr, usize>>,
+    columns: Vec<AnyColumn>,
+}
+
+impl Columns {
+    pub(crate) fn new<'a>(names: impl IntoIterator<Item = &'a str>) -> Columns {
+        let columns: Vec<AnyColumn> = names
+            .into_iter()
+            .enumerate()
+            .map(|(ordinal, name)| AnyColumn {
+                ordinal,
+                name: UStr::new(name),
+                type_info: AnyTypeInfo {
+                    kind: AnyTypeInfoKind::Null,
+                },
+            })
+            .collect();
+        let names = Arc::new(
+            columns
+                .iter()
+                .map(|c| (c.name.clone(), c.ordinal))
+                .collect(),
+        );
+        Columns { names, columns }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.columns.len()
+    }
+
+    pub(crate) fn row(&self, values: Vec<AnyValueKind<'static>>) -> AnyRow {
+        AnyRow {
+            column_names: self.names.clone(),
+            columns: self.columns.clone(),
+            values: values.into_iter().map(|kind| AnyValue { kind }).collect(),
         }
     }
 }

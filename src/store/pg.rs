@@ -7,13 +7,12 @@
 //! are prepared with the parameter types sqlx would send (`TEXT`, `INT8`) and kept per
 //! connection; rows come back as sqlx [`AnyRow`]s, so jobs read them as they read any other.
 
+use super::db::{driver_error, Columns, Violation};
 use super::script::Val;
 use sqlx::any::AnyRow;
-use sqlx_core::any::{AnyColumn, AnyTypeInfo, AnyTypeInfoKind, AnyValue, AnyValueKind};
-use sqlx_core::ext::ustr::UStr;
+use sqlx_core::any::{AnyTypeInfoKind, AnyValueKind};
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, NoTls, Statement};
@@ -120,37 +119,14 @@ fn param(v: &Val) -> &(dyn ToSql + Sync) {
 }
 
 fn any_rows(stmt: &Statement, rows: &[tokio_postgres::Row]) -> Result<Vec<AnyRow>, sqlx::Error> {
-    let columns: Vec<AnyColumn> = stmt
-        .columns()
-        .iter()
-        .enumerate()
-        .map(|(ordinal, c)| AnyColumn {
-            ordinal,
-            name: UStr::new(c.name()),
-            type_info: AnyTypeInfo {
-                kind: AnyTypeInfoKind::Null,
-            },
-        })
-        .collect();
-    let names: Arc<sqlx_core::HashMap<UStr, usize>> = Arc::new(
-        columns
-            .iter()
-            .map(|c| (c.name.clone(), c.ordinal))
-            .collect(),
-    );
+    let columns = Columns::new(stmt.columns().iter().map(|c| c.name()));
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
         let mut values = Vec::with_capacity(columns.len());
         for (i, c) in stmt.columns().iter().enumerate() {
-            values.push(AnyValue {
-                kind: value(row, i, c.type_()).map_err(pg_error)?,
-            });
+            values.push(value(row, i, c.type_()).map_err(pg_error)?);
         }
-        out.push(AnyRow {
-            column_names: names.clone(),
-            columns: columns.clone(),
-            values,
-        });
+        out.push(columns.row(values));
     }
     Ok(out)
 }
@@ -187,58 +163,18 @@ fn value(
 
 /// A tokio-postgres error as a sqlx database error, so callers handle one error type.
 pub(crate) fn pg_error(e: tokio_postgres::Error) -> sqlx::Error {
-    sqlx::Error::Database(Box::new(PgError(e)))
-}
-
-#[derive(Debug)]
-struct PgError(tokio_postgres::Error);
-
-impl std::fmt::Display for PgError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0.as_db_error() {
-            Some(db) => db.fmt(f),
-            None => self.0.fmt(f),
-        }
-    }
-}
-
-impl std::error::Error for PgError {}
-
-impl sqlx::error::DatabaseError for PgError {
-    fn message(&self) -> &str {
-        self.0
-            .as_db_error()
-            .map_or("PostgreSQL error", |d| d.message())
-    }
-
-    fn code(&self) -> Option<Cow<'_, str>> {
-        self.0.code().map(|c| Cow::Borrowed(c.code()))
-    }
-
-    fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
-        self
-    }
-
-    fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
-        self
-    }
-
-    fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
-        self
-    }
-
-    fn kind(&self) -> sqlx::error::ErrorKind {
-        use tokio_postgres::error::SqlState;
-        match self.0.code() {
-            Some(c) if *c == SqlState::UNIQUE_VIOLATION => sqlx::error::ErrorKind::UniqueViolation,
-            Some(c) if *c == SqlState::FOREIGN_KEY_VIOLATION => {
-                sqlx::error::ErrorKind::ForeignKeyViolation
-            }
-            Some(c) if *c == SqlState::NOT_NULL_VIOLATION => {
-                sqlx::error::ErrorKind::NotNullViolation
-            }
-            Some(c) if *c == SqlState::CHECK_VIOLATION => sqlx::error::ErrorKind::CheckViolation,
-            _ => sqlx::error::ErrorKind::Other,
-        }
-    }
+    use tokio_postgres::error::SqlState;
+    let code = e.code().cloned();
+    let kind = match &code {
+        Some(c) if *c == SqlState::UNIQUE_VIOLATION => Violation::Unique,
+        Some(c) if *c == SqlState::FOREIGN_KEY_VIOLATION => Violation::ForeignKey,
+        Some(c) if *c == SqlState::NOT_NULL_VIOLATION => Violation::NotNull,
+        Some(c) if *c == SqlState::CHECK_VIOLATION => Violation::Check,
+        _ => Violation::Other,
+    };
+    let message = match e.as_db_error() {
+        Some(db) => db.to_string(),
+        None => e.to_string(),
+    };
+    driver_error(message, code.map(|c| c.code().to_string()), kind, e)
 }
