@@ -179,6 +179,29 @@ async fn run_any(
 static PARAM_NAMES: std::sync::LazyLock<Vec<String>> =
     std::sync::LazyLock::new(|| (1..=64).map(|n| format!("${n}")).collect());
 
+thread_local! {
+    /// Column metadata per statement on this thread (the SQLite writer's): built once,
+    /// not per execution. Bounded: dynamic SQL is rare, and the map is dropped when full.
+    static LITE_COLUMNS: std::cell::RefCell<std::collections::HashMap<String, Arc<Columns>>> =
+        Default::default();
+}
+
+fn lite_columns(sql: &str, stmt: &rusqlite::Statement<'_>) -> Arc<Columns> {
+    LITE_COLUMNS.with_borrow_mut(|cache| {
+        if let Some(c) = cache.get(sql) {
+            if c.len() == stmt.column_count() {
+                return c.clone();
+            }
+        }
+        if cache.len() >= 512 {
+            cache.clear();
+        }
+        let c = Arc::new(Columns::new(stmt.column_names()));
+        cache.insert(sql.to_string(), c.clone());
+        c
+    })
+}
+
 fn run_lite(
     conn: &rusqlite::Connection,
     sql: &str,
@@ -210,7 +233,7 @@ fn run_lite(
             Vec::new(),
         ));
     }
-    let columns = Columns::new(stmt.column_names());
+    let columns = lite_columns(sql, &stmt);
     let mut out = Vec::new();
     let mut rows = stmt.raw_query();
     while let Some(row) = rows.next()? {

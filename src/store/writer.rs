@@ -102,6 +102,16 @@ impl Writer {
                 .collect(),
             Engine::Sqlite { path, gate } => {
                 let conn = open_lite(&path).map_err(|e| StoreError::Db(lite_error(e)))?;
+                // Checkpoints copy the WAL back into the database file; done at commit time
+                // they cost the writer ~12 % of its time. A thread of their own does them.
+                conn.execute_batch("PRAGMA wal_autocheckpoint = 0")
+                    .map_err(|e| StoreError::Db(lite_error(e)))?;
+                let checkpointer = open_lite(&path).map_err(|e| StoreError::Db(lite_error(e)))?;
+                let (alive, gone) = std::sync::mpsc::channel::<()>();
+                std::thread::Builder::new()
+                    .name("weft-sqlite-checkpoint".into())
+                    .spawn(move || checkpoints(&checkpointer, &gone))
+                    .map_err(|e| StoreError::Corrupt(format!("checkpoint thread: {e}")))?;
                 let (done_tx, done_rx) = oneshot::channel::<()>();
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .build()
@@ -110,6 +120,7 @@ impl Writer {
                     .name("weft-sqlite-writer".into())
                     .spawn(move || {
                         rt.block_on(run_lite(conn, gate, rx, stop_rx, batch_max));
+                        drop(alive);
                         let _ = done_tx.send(());
                     })
                     .map_err(|e| StoreError::Corrupt(format!("writer thread: {e}")))?;
@@ -211,6 +222,20 @@ fn open_lite(path: &str) -> Result<rusqlite::Connection, rusqlite::Error> {
     )?;
     conn.set_prepared_statement_cache_capacity(256);
     Ok(conn)
+}
+
+/// Checkpoints the WAL every 250 ms (without blocking the writer or readers) until the
+/// writer thread ends; then once more, completely.
+fn checkpoints(conn: &rusqlite::Connection, writer_gone: &std::sync::mpsc::Receiver<()>) {
+    use std::sync::mpsc::RecvTimeoutError;
+    while let Err(RecvTimeoutError::Timeout) =
+        writer_gone.recv_timeout(std::time::Duration::from_millis(250))
+    {
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(error = %e, "SQLite checkpoint failed; will try again.");
+        }
+    }
+    let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
 }
 
 async fn run_lite(
