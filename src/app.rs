@@ -86,7 +86,7 @@ impl Application {
             draining.clone(),
         ));
         let app_webhooks = crate::app_webhooks::start(store.clone(), &cfg.app_webhooks);
-        let state = AppState {
+        let state = AppState::new(crate::api::SharedState {
             store,
             registry,
             dispatcher,
@@ -107,7 +107,7 @@ impl Application {
                 },
             ),
             app_webhooks,
-        };
+        });
         Ok(Application {
             listener,
             state,

@@ -28,9 +28,25 @@ use std::sync::Arc;
 use std::time::Instant;
 use utoipa::{OpenApi, ToSchema};
 
-/// Shared by every handler; cheap to clone.
+/// Shared by every handler; one reference count to clone (axum clones it per request).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<SharedState>);
+
+impl AppState {
+    pub fn new(state: SharedState) -> AppState {
+        AppState(Arc::new(state))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = SharedState;
+    fn deref(&self) -> &SharedState {
+        &self.0
+    }
+}
+
+/// What [`AppState`] shares.
+pub struct SharedState {
     pub store: Store,
     pub registry: Registry,
     pub dispatcher: Dispatcher,

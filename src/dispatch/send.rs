@@ -71,6 +71,15 @@ async fn end_without_attempt(inner: &Inner, item: &DispatchItem, result: Attempt
 /// The address to use on this channel: `to` itself, or for a fallback channel of another
 /// kind (SMS → e-mail) the contact's identity of that kind.
 async fn destination(inner: &Inner, item: &DispatchItem) -> Option<String> {
+    // `to` was validated and normalized at accept: a phone channel's E.164 number needs no
+    // second libphonenumber pass (~10 µs of CPU) on every send.
+    if matches!(
+        item.channel,
+        Channel::Sms | Channel::Voice | Channel::Whatsapp
+    ) && address::is_e164_shape(&item.to)
+    {
+        return Some(item.to.clone());
+    }
     if let Ok(d) = address::parse(item.channel, &item.to) {
         return Some(d.address);
     }

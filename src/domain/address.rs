@@ -91,6 +91,14 @@ pub fn parse(channel: Channel, to: &str) -> Result<Destination, AddressError> {
     }
 }
 
+/// Whether `s` has the shape of a normalized E.164 number (`+`, 8 to 15 digits, no leading
+/// zero). Not a validity check: for numbers weft normalized itself.
+pub fn is_e164_shape(s: &str) -> bool {
+    s.strip_prefix('+').is_some_and(|d| {
+        (8..=15).contains(&d.len()) && !d.starts_with('0') && d.bytes().all(|b| b.is_ascii_digit())
+    })
+}
+
 /// Normalizes a phone number to E.164, refusing anything `phonenumber` deems invalid.
 pub fn e164(number: &str) -> Result<String, AddressError> {
     let err = || AddressError::Phone(number.to_string());
@@ -128,6 +136,23 @@ pub fn email(addr: &str) -> Result<String, AddressError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn e164_shape_is_plus_and_digits_only() {
+        assert!(is_e164_shape("+4915112345678"));
+        assert!(is_e164_shape("+12025550123"));
+        for bad in [
+            "4915112345678",
+            "+0151123456",
+            "+1202",
+            "+1 202 555 0123",
+            "+12025550123x",
+            "whatsapp:+12025550123",
+            "+1234567890123456",
+        ] {
+            assert!(!is_e164_shape(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn phones_normalize_to_e164() {
