@@ -75,6 +75,11 @@ impl PgConn {
             .prepare_typed(sql, &types)
             .await
             .map_err(pg_error)?;
+        // Bounded: SQL built at run time (`IN (…)` lists of varying length) would otherwise
+        // keep adding server-side statements; dropping ours closes them on the server.
+        if self.prepared.len() >= 512 {
+            self.prepared.clear();
+        }
         self.prepared
             .entry(sql.to_string())
             .or_default()
