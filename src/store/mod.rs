@@ -39,7 +39,7 @@ use writer::{Job, Writer};
 static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
-/// A pooled connection for writing, holding the SQLite write gate (see [`Store::write_conn`]).
+/// A pooled connection for writing, holding the SQLite write gate (see `Store::write_conn`).
 pub struct WriteConn {
     conn: sqlx::pool::PoolConnection<sqlx::Any>,
     _gate: Option<tokio::sync::OwnedMutexGuard<()>>,

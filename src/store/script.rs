@@ -1,14 +1,13 @@
-//! Several statements in one round trip where the engine allows it.
+//! Statements that need no Rust decision between them, run as one unit.
 //!
-//! Every statement sqlx runs on SQLite is a hand-off to the connection's worker thread and
-//! back; on the hot path (accept → attempt → receipts) those hand-offs, not SQLite, were most
-//! of weft's CPU time. A [`Script`] collects statements that need no Rust decision between
-//! them and sends them as one multi-statement query: one hand-off for all. sqlx's SQLite
-//! driver binds `$N` parameters by their number across all statements of such a query, so
-//! each statement's own `$1…$k` are renumbered onto one shared argument list.
-//!
-//! PostgreSQL's extended protocol takes one statement per query, so there the statements
-//! run one after another (same transaction, same results).
+//! - On a PostgreSQL writer's connection ([`Db::Pg`]) they are pipelined: all sent before
+//!   the first answer is awaited, one round trip.
+//! - On the SQLite writer's connection ([`Db::Lite`]) they run one after another on the
+//!   writer's thread, where a statement costs no hop.
+//! - Through sqlx on SQLite ([`Db::Any`]) every statement is a hand-off to the connection's
+//!   worker thread and back, so they go as one multi-statement query: sqlx binds `$N` by
+//!   number across its statements, so each statement's own `$1…$k` are renumbered onto one
+//!   shared argument list. Through sqlx on PostgreSQL they run one by one.
 
 use super::db::{run_any_multi, Db, Executed};
 use sqlx::any::AnyRow;
