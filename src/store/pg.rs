@@ -183,3 +183,74 @@ pub(crate) fn pg_error(e: tokio_postgres::Error) -> sqlx::Error {
     };
     driver_error(message, code.map(|c| c.code().to_string()), kind, e)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::db::Db;
+    use crate::store::script::Script;
+    use sqlx::Row;
+
+    fn url() -> String {
+        std::env::var("WEFT_TEST_PG_URL")
+            .or_else(|_| std::env::var("WEFT_TEST_DATABASE_URL"))
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+    }
+
+    /// A pipelined script answers per statement, as sqlx would: rows affected, RETURNING
+    /// rows, NULLs, `INT4`/`INT8`/`TEXT` columns; a failing statement fails the script.
+    #[tokio::test]
+    async fn a_pipelined_script_answers_per_statement() {
+        let mut conn = PgConn::connect(&url())
+            .await
+            .expect("connect to PostgreSQL");
+        conn.simple(
+            "CREATE TEMP TABLE t (id TEXT PRIMARY KEY, n BIGINT, small INTEGER, note TEXT)",
+        )
+        .await
+        .expect("create");
+        let mut db = Db::Pg(&mut conn);
+        let mut s = Script::new();
+        s.add(
+            "INSERT INTO t (id, n, small) VALUES ($1, $2, $3)",
+            vec!["a".into(), 1i64.into(), 7i64.into()],
+        );
+        s.add(
+            "INSERT INTO t (id, n) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
+            vec!["a".into(), 2i64.into()],
+        );
+        s.add(
+            "UPDATE t SET n = n + $1 WHERE id = $2 RETURNING n, small, note",
+            vec![10i64.into(), "a".into()],
+        );
+        s.add("SELECT id FROM t WHERE n > $1", vec![Val::Int(None)]);
+        let out = s.run(&mut db).await.expect("run");
+        assert_eq!(out.len(), 4);
+        assert_eq!(out[0].rows_affected, 1);
+        assert_eq!(out[1].rows_affected, 0);
+        assert_eq!(out[2].rows.len(), 1);
+        let row = &out[2].rows[0];
+        assert_eq!(row.try_get::<i64, _>("n").expect("n"), 11);
+        assert_eq!(row.try_get::<i64, _>("small").expect("INT4 as i64"), 7);
+        assert_eq!(
+            row.try_get::<Option<String>, _>("note").expect("note"),
+            None
+        );
+        assert!(out[3].rows.is_empty());
+
+        let mut bad = Script::new();
+        bad.add(
+            "INSERT INTO t (id, n) VALUES ($1, $2)",
+            vec!["a".into(), 3i64.into()],
+        );
+        bad.add("SELECT id FROM t", vec![]);
+        let Err(err) = bad.run(&mut db).await else {
+            panic!("a duplicate key must fail the script");
+        };
+        let kind = err.as_database_error().map(|e| e.kind());
+        assert!(
+            matches!(kind, Some(sqlx::error::ErrorKind::UniqueViolation)),
+            "{err}"
+        );
+    }
+}

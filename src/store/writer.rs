@@ -315,3 +315,28 @@ async fn apply(conn: &mut Db<'_>, backend: Backend, job: &Job) -> Result<Done, S
         Job::Admin(j) => Done::Admin(tenants::run(conn, j).await?),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The writer's own connection must be as durable as sqlx's: WAL, `synchronous=FULL`.
+    #[test]
+    fn the_writer_connection_is_durable() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("w.db");
+        let conn = open_lite(&path.to_string_lossy()).expect("open");
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .expect("journal_mode");
+        let sync: i64 = conn
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .expect("synchronous");
+        let fks: i64 = conn
+            .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
+            .expect("foreign_keys");
+        assert_eq!(mode, "wal");
+        assert_eq!(sync, 2, "synchronous=FULL");
+        assert_eq!(fks, 1);
+    }
+}
