@@ -1,0 +1,8 @@
+-- Fewer index writes per message: outbound messages have no e-mail Message-ID of their own
+-- unless sent by e-mail, and never an inbound provider id, so those two indexes only need
+-- the rows that have one (every lookup compares with `=`, which implies NOT NULL, so the
+-- planner still uses them). PostgreSQL's migration also sets a fillfactor.
+DROP INDEX IF EXISTS messages_email_id;
+CREATE INDEX messages_email_id ON messages (email_message_id) WHERE email_message_id IS NOT NULL;
+DROP INDEX IF EXISTS messages_inbound_pid;
+CREATE INDEX messages_inbound_pid ON messages (connection_id, provider_message_id) WHERE provider_message_id IS NOT NULL;
