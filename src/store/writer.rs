@@ -3,10 +3,11 @@
 //! fsync is shared by hundreds of requests. If any job in a batch fails, the batch is rolled
 //! back and its jobs are retried one transaction each, so one bad job never sinks the others.
 //!
-//! PostgreSQL runs several writer tasks, each with a connection of its own ([`Db::Pg`]). SQLite has one writer: a
-//! thread of its own with a synchronous connection ([`Db::Lite`]), so a batch runs there
-//! without a hand-off per statement; it holds the store's SQLite write gate for each batch,
-//! which the few writes outside the writer take too (one writer at a time, as SQLite wants).
+//! PostgreSQL runs several writer tasks, each with a connection of its own ([`Db::Pg`]).
+//! SQLite has one writer: a thread of its own with a synchronous connection ([`Db::Lite`]),
+//! so a batch runs there without a hand-off per statement; it holds the store's SQLite
+//! write gate for each batch, which the few writes outside the writer take too (one writer
+//! at a time, as SQLite wants).
 
 use super::db::{lite_error, Db};
 use super::pg::PgConn;
