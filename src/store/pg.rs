@@ -20,8 +20,8 @@ use tokio_postgres::{Client, NoTls, Statement};
 /// One connection and its prepared statements.
 pub struct PgConn {
     client: Client,
-    /// SQL → (which parameters are integers, as a bit set; the statement).
-    prepared: HashMap<String, Vec<(u64, Statement)>>,
+    /// SQL → its statements, one per list of parameter types it was bound with.
+    prepared: HashMap<String, Vec<Statement>>,
 }
 
 impl PgConn {
@@ -51,18 +51,6 @@ impl PgConn {
     }
 
     async fn statement(&mut self, sql: &str, args: &[Val]) -> Result<Statement, sqlx::Error> {
-        let ints = args
-            .iter()
-            .enumerate()
-            .filter(|(_, v)| matches!(v, Val::Int(_)))
-            .fold(0u64, |m, (i, _)| m | (1u64 << i.min(63)));
-        if let Some(s) = self
-            .prepared
-            .get(sql)
-            .and_then(|v| v.iter().find(|(k, _)| *k == ints))
-        {
-            return Ok(s.1.clone());
-        }
         let types: Vec<Type> = args
             .iter()
             .map(|v| match v {
@@ -70,6 +58,13 @@ impl PgConn {
                 Val::Int(_) => Type::INT8,
             })
             .collect();
+        if let Some(s) = self
+            .prepared
+            .get(sql)
+            .and_then(|v| v.iter().find(|s| s.params() == types.as_slice()))
+        {
+            return Ok(s.clone());
+        }
         let stmt = self
             .client
             .prepare_typed(sql, &types)
@@ -83,7 +78,7 @@ impl PgConn {
         self.prepared
             .entry(sql.to_string())
             .or_default()
-            .push((ints, stmt.clone()));
+            .push(stmt.clone());
         Ok(stmt)
     }
 
