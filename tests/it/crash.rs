@@ -72,6 +72,52 @@ writers = 2
     )
 }
 
+/// A real binary's configuration: one Twilio connection for `tenant` at `sim_url` (the
+/// simulator or a proxy in front of it), fast retries and reconciliation, a short drain.
+pub(crate) fn twilio_binary_config(
+    port: u16,
+    db_url: &str,
+    tenant: &str,
+    sim_url: &str,
+    sim: &Simulator,
+    rate_limit: u32,
+) -> String {
+    format!(
+        r#"{head}
+[dispatch]
+concurrency = 64
+max_attempts = 8
+retry_base_ms = 100
+retry_max_ms = 1000
+lease_seconds = 8
+poll_interval_ms = 100
+reconcile_seconds = 4
+request_timeout_seconds = 3
+
+[shutdown]
+drain_seconds = 2
+
+[sandbox]
+enabled = false
+
+[[connections]]
+id = "{TWILIO_CONN}"
+provider = "twilio"
+tenant = "{tenant}"
+base_url = "{sim_url}"
+senders = ["{SENDER}"]
+channels = ["sms"]
+rate_limit_per_second = {rate_limit}
+[connections.credentials]
+account_sid = "{sid}"
+auth_token = "{token}"
+"#,
+        head = config_head(port, db_url, "warn"),
+        sid = sim.account_sid(),
+        token = sim.auth_token(),
+    )
+}
+
 /// `weft tenant create` and `weft api-key create` on the real binary; returns the new key
 /// (printed alone on the last line).
 pub(crate) fn create_tenant_key(config: &Path, tenant: &str) -> String {
@@ -189,41 +235,7 @@ async fn kill_9_mid_dispatch_loses_nothing_and_doubles_nothing(b: Backend) {
     let config: PathBuf = dir.path().join("weft.toml");
     std::fs::write(
         &config,
-        format!(
-            r#"{head}
-[dispatch]
-concurrency = 64
-max_attempts = 8
-retry_base_ms = 100
-retry_max_ms = 1000
-lease_seconds = 8
-poll_interval_ms = 100
-reconcile_seconds = 4
-request_timeout_seconds = 3
-
-[shutdown]
-drain_seconds = 2
-
-[sandbox]
-enabled = false
-
-[[connections]]
-id = "{TWILIO_CONN}"
-provider = "twilio"
-tenant = "crash"
-base_url = "{sim_url}"
-senders = ["{SENDER}"]
-channels = ["sms"]
-rate_limit_per_second = 500
-[connections.credentials]
-account_sid = "{sid}"
-auth_token = "{token}"
-"#,
-            head = config_head(port, &db.url, "warn"),
-            sim_url = proxy.base_url,
-            sid = sim.account_sid(),
-            token = sim.auth_token(),
-        ),
+        twilio_binary_config(port, &db.url, "crash", &proxy.base_url, &sim, 500),
     )
     .expect("write config");
 

@@ -13,7 +13,9 @@
 //! attempts per replica 3351/3254/3395, simulator: 10,000 sends for 10,000 messages, none
 //! missing, none twice. (3,000: all delivered at 12.6 s, 238 msg/s.)
 
-use crate::crash::{config_head, create_tenant_key, free_port, serve, statuses, wait_ready, Weft};
+use crate::crash::{
+    create_tenant_key, free_port, serve, statuses, twilio_binary_config, wait_ready, Weft,
+};
 use crate::helpers::*;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -47,41 +49,7 @@ fn messages() -> usize {
 
 /// The configuration every replica shares; only `listen` and `public_url` differ.
 fn config(port: u16, db_url: &str, sim: &Simulator) -> String {
-    format!(
-        r#"{head}
-[dispatch]
-concurrency = 64
-max_attempts = 8
-retry_base_ms = 100
-retry_max_ms = 1000
-lease_seconds = 8
-poll_interval_ms = 100
-reconcile_seconds = 4
-request_timeout_seconds = 3
-
-[shutdown]
-drain_seconds = 2
-
-[sandbox]
-enabled = false
-
-[[connections]]
-id = "{TWILIO_CONN}"
-provider = "twilio"
-tenant = "{TENANT_NAME}"
-base_url = "{sim_url}"
-senders = ["{SENDER}"]
-channels = ["sms"]
-rate_limit_per_second = 1000
-[connections.credentials]
-account_sid = "{sid}"
-auth_token = "{token}"
-"#,
-        head = config_head(port, db_url, "warn"),
-        sim_url = sim.base_url(),
-        sid = sim.account_sid(),
-        token = sim.auth_token(),
-    )
+    twilio_binary_config(port, db_url, TENANT_NAME, &sim.base_url(), sim, 1000)
 }
 
 /// Sum of every `weft_dispatch_attempts_total` series in one scrape.
