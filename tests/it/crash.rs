@@ -72,20 +72,28 @@ writers = 2
     )
 }
 
-/// A real binary's configuration: one Twilio connection for `tenant` at `sim_url` (the
-/// simulator or a proxy in front of it), fast retries and reconciliation, a short drain.
+/// How a real binary's Twilio configuration differs between tests.
+pub(crate) struct BinaryOpts<'a> {
+    pub tenant: &'a str,
+    /// The simulator's URL, or a proxy's in front of it.
+    pub sim_url: &'a str,
+    pub rate_limit: u32,
+    pub concurrency: usize,
+    pub drain_seconds: u64,
+    pub log_level: &'a str,
+}
+
+/// A real binary's configuration: one Twilio connection, fast retries and reconciliation.
 pub(crate) fn twilio_binary_config(
     port: u16,
     db_url: &str,
-    tenant: &str,
-    sim_url: &str,
     sim: &Simulator,
-    rate_limit: u32,
+    o: &BinaryOpts<'_>,
 ) -> String {
     format!(
         r#"{head}
 [dispatch]
-concurrency = 64
+concurrency = {concurrency}
 max_attempts = 8
 retry_base_ms = 100
 retry_max_ms = 1000
@@ -95,7 +103,7 @@ reconcile_seconds = 4
 request_timeout_seconds = 3
 
 [shutdown]
-drain_seconds = 2
+drain_seconds = {drain}
 
 [sandbox]
 enabled = false
@@ -107,12 +115,17 @@ tenant = "{tenant}"
 base_url = "{sim_url}"
 senders = ["{SENDER}"]
 channels = ["sms"]
-rate_limit_per_second = {rate_limit}
+rate_limit_per_second = {rate}
 [connections.credentials]
 account_sid = "{sid}"
 auth_token = "{token}"
 "#,
-        head = config_head(port, db_url, "warn"),
+        head = config_head(port, db_url, o.log_level),
+        concurrency = o.concurrency,
+        drain = o.drain_seconds,
+        tenant = o.tenant,
+        sim_url = o.sim_url,
+        rate = o.rate_limit,
         sid = sim.account_sid(),
         token = sim.auth_token(),
     )
@@ -235,7 +248,19 @@ async fn kill_9_mid_dispatch_loses_nothing_and_doubles_nothing(b: Backend) {
     let config: PathBuf = dir.path().join("weft.toml");
     std::fs::write(
         &config,
-        twilio_binary_config(port, &db.url, "crash", &proxy.base_url, &sim, 500),
+        twilio_binary_config(
+            port,
+            &db.url,
+            &sim,
+            &BinaryOpts {
+                tenant: "crash",
+                sim_url: &proxy.base_url,
+                rate_limit: 500,
+                concurrency: 64,
+                drain_seconds: 2,
+                log_level: "warn",
+            },
+        ),
     )
     .expect("write config");
 

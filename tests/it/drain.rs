@@ -4,7 +4,9 @@
 //! had started finished and was recorded), and after a restart every message ends `delivered`
 //! with the simulator having received each exactly once.
 
-use crate::crash::{config_head, create_tenant_key, free_port, serve, statuses, wait_ready};
+use crate::crash::{
+    create_tenant_key, free_port, serve, statuses, twilio_binary_config, wait_ready, BinaryOpts,
+};
 use crate::helpers::*;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -36,40 +38,18 @@ async fn sigterm_drains_in_flight_sends_and_exits_cleanly(b: Backend) {
     let config: PathBuf = dir.path().join("weft.toml");
     std::fs::write(
         &config,
-        format!(
-            r#"{head}
-[dispatch]
-concurrency = {CONCURRENCY}
-max_attempts = 8
-retry_base_ms = 100
-retry_max_ms = 1000
-lease_seconds = 8
-poll_interval_ms = 100
-reconcile_seconds = 4
-request_timeout_seconds = 3
-
-[shutdown]
-drain_seconds = {DRAIN_SECONDS}
-
-[sandbox]
-enabled = false
-
-[[connections]]
-id = "{TWILIO_CONN}"
-provider = "twilio"
-tenant = "drain"
-base_url = "{sim_url}"
-senders = ["{SENDER}"]
-channels = ["sms"]
-rate_limit_per_second = 500
-[connections.credentials]
-account_sid = "{sid}"
-auth_token = "{token}"
-"#,
-            head = config_head(port, &db.url, "info"),
-            sim_url = sim.base_url(),
-            sid = sim.account_sid(),
-            token = sim.auth_token(),
+        twilio_binary_config(
+            port,
+            &db.url,
+            &sim,
+            &BinaryOpts {
+                tenant: "drain",
+                sim_url: &sim.base_url(),
+                rate_limit: 500,
+                concurrency: CONCURRENCY,
+                drain_seconds: DRAIN_SECONDS,
+                log_level: "info",
+            },
         ),
     )
     .expect("write config");

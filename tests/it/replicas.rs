@@ -14,7 +14,8 @@
 //! missing, none twice. (3,000: all delivered at 12.6 s, 238 msg/s.)
 
 use crate::crash::{
-    create_tenant_key, free_port, serve, statuses, twilio_binary_config, wait_ready, Weft,
+    create_tenant_key, free_port, serve, statuses, twilio_binary_config, wait_ready, BinaryOpts,
+    Weft,
 };
 use crate::helpers::*;
 use serde_json::{json, Value};
@@ -49,7 +50,19 @@ fn messages() -> usize {
 
 /// The configuration every replica shares; only `listen` and `public_url` differ.
 fn config(port: u16, db_url: &str, sim: &Simulator) -> String {
-    twilio_binary_config(port, db_url, TENANT_NAME, &sim.base_url(), sim, 1000)
+    twilio_binary_config(
+        port,
+        db_url,
+        sim,
+        &BinaryOpts {
+            tenant: TENANT_NAME,
+            sim_url: &sim.base_url(),
+            rate_limit: 1000,
+            concurrency: 64,
+            drain_seconds: 2,
+            log_level: "warn",
+        },
+    )
 }
 
 /// Sum of every `weft_dispatch_attempts_total` series in one scrape.
