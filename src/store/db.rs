@@ -86,24 +86,6 @@ impl<'q> Query<'q> {
 }
 
 impl Db<'_> {
-    /// `"SQLite"` or `"PostgreSQL"`, as sqlx names them.
-    pub fn backend_name(&self) -> &str {
-        match self {
-            Db::Any(c) => c.backend_name(),
-            Db::Lite(_) => "SQLite",
-            Db::Pg(_) => "PostgreSQL",
-        }
-    }
-
-    /// A shorter borrow of the same connection, to hand to a helper.
-    pub fn reborrow(&mut self) -> Db<'_> {
-        match self {
-            Db::Any(c) => Db::Any(c),
-            Db::Lite(c) => Db::Lite(c),
-            Db::Pg(c) => Db::Pg(c),
-        }
-    }
-
     /// Runs SQL without parameters (`BEGIN`, `COMMIT`, …).
     pub async fn simple(&mut self, sql: &str) -> Result<(), sqlx::Error> {
         match self {

@@ -1,9 +1,13 @@
 //! Durable state. Store methods name intents (`accept`, `claim_due`, `ingest_webhook`), not
 //! SQL; each engine keeps its idiom: PostgreSQL claims with `FOR UPDATE SKIP LOCKED` and runs
-//! several writers; SQLite (WAL, `synchronous=FULL`) has exactly one writing connection.
+//! several writers; SQLite (WAL, `synchronous=FULL`) writes one transaction at a time.
 //!
-//! Every write goes through the group-commit [`writer`]: concurrent requests share one
-//! transaction (and so one fsync), and each caller hears back only after the commit.
+//! Every hot-path write (accept, attempts, receipts, inbound threading) goes through the
+//! group-commit [`writer`]: concurrent requests share one transaction (and so one fsync),
+//! and each caller hears back only after the commit. The few other writes (contact and
+//! conversation changes from the API, sweeps, the app-webhook queue) take a connection from
+//! `Store::write_conn`, which on SQLite holds the same write gate the writer holds per
+//! batch, so the two never interleave.
 
 pub(crate) mod accept;
 mod claim;
@@ -58,7 +62,7 @@ impl std::ops::DerefMut for WriteConn {
     }
 }
 
-/// The file of a `sqlite://path?options` URL.
+/// The file of a `sqlite://path?options` URL (the form `Config::database` gives).
 fn sqlite_path(url: &str) -> String {
     let rest = url
         .strip_prefix("sqlite://")
@@ -368,4 +372,16 @@ pub(crate) fn json_col<T: serde::de::DeserializeOwned>(row: &AnyRow, col: &str) 
         .ok()
         .flatten()
         .and_then(|s| serde_json::from_str(&s).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sqlite_path;
+
+    #[test]
+    fn the_sqlite_writer_opens_the_file_sqlx_opens() {
+        assert_eq!(sqlite_path("sqlite://weft.db?mode=rwc"), "weft.db");
+        assert_eq!(sqlite_path("sqlite:///tmp/x.db?mode=rwc"), "/tmp/x.db");
+        assert_eq!(sqlite_path("sqlite://data/w.db"), "data/w.db");
+    }
 }
