@@ -564,23 +564,7 @@ async fn twilio_voice_call_completes(b: Backend) {
     )
     .await
     .expect("start the Twilio simulator");
-    let extra = format!(
-        r#"
-[[connections]]
-id = "{VOICE_CONN}"
-provider = "twilio"
-tenant = "{TENANT}"
-base_url = "{base}"
-senders = ["{SENDER}"]
-channels = ["voice"]
-[connections.credentials]
-account_sid = "{sid}"
-auth_token = "{token}"
-"#,
-        base = sim.base_url(),
-        sid = sim.account_sid(),
-        token = sim.auth_token(),
-    );
+    let extra = twilio_conn_toml(VOICE_CONN, &sim.base_url(), &sim, &["voice"], &[SENDER], "");
     let app = spawn_app(b, setup(extra)).await;
     let id = send(
         &app,

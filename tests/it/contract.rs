@@ -138,22 +138,15 @@ retry_base_ms = 50
 [[routes]]
 prefix = "+1303"
 connections = ["twilio-slow"]
-
-[[connections]]
-id = "twilio-slow"
-provider = "twilio"
-tenant = "{TENANT}"
-base_url = "{base}"
-senders = ["{SENDER}"]
-channels = ["sms"]
-rate_limit_per_second = 1
-[connections.credentials]
-account_sid = "{sid}"
-auth_token = "{token}"
-"#,
-        base = sim.base_url(),
-        sid = sim.account_sid(),
-        token = sim.auth_token(),
+{conn}"#,
+        conn = twilio_conn_toml(
+            "twilio-slow",
+            &sim.base_url(),
+            &sim,
+            &["sms"],
+            &[SENDER],
+            "rate_limit_per_second = 1",
+        ),
     );
     let setup = Setup {
         extra_toml: slow,

@@ -836,6 +836,44 @@ pub async fn db_count(url: &str, sql: &str) -> i64 {
 /// The connection id tests give their WhatsApp Cloud simulator.
 pub const WHATSAPP_CONN: &str = "wa-sim";
 
+/// A Twilio `[[connections]]` entry of the test tenant for `sim`, reached at `base_url` (the
+/// simulator or a proxy in front of it), with `extra` keys (rate limits) before its
+/// credentials.
+pub fn twilio_conn_toml(
+    id: &str,
+    base_url: &str,
+    sim: &Simulator,
+    channels: &[&str],
+    senders: &[&str],
+    extra: &str,
+) -> String {
+    let quoted = |xs: &[&str]| {
+        xs.iter()
+            .map(|x| format!("\"{x}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!(
+        r#"
+[[connections]]
+id = "{id}"
+provider = "twilio"
+tenant = "{TENANT}"
+base_url = "{base_url}"
+senders = [{senders}]
+channels = [{channels}]
+{extra}
+[connections.credentials]
+account_sid = "{sid}"
+auth_token = "{token}"
+"#,
+        senders = quoted(senders),
+        channels = quoted(channels),
+        sid = sim.account_sid(),
+        token = sim.auth_token(),
+    )
+}
+
 /// A WhatsApp Cloud connection on `sim`. It sends from its phone-number id (settings) and
 /// names the number itself as its sender, so outbound messages lease the same `tel:`
 /// business address inbound webhooks carry (`metadata.display_phone_number`).

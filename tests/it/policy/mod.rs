@@ -98,55 +98,13 @@ async fn twilio_sim() -> Simulator {
 
 /// A `[[connections]]` entry for a Twilio simulator reached at `base_url`.
 fn twilio_conn(id: &str, base_url: &str, sim: &Simulator, channels: &[&str]) -> String {
-    let channels = channels
-        .iter()
-        .map(|c| format!("\"{c}\""))
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!(
-        r#"
-[[connections]]
-id = "{id}"
-provider = "twilio"
-tenant = "{TENANT}"
-base_url = "{base_url}"
-senders = ["{SENDER}"]
-channels = [{channels}]
-[connections.credentials]
-account_sid = "{sid}"
-auth_token = "{token}"
-"#,
-        sid = sim.account_sid(),
-        token = sim.auth_token(),
-    )
+    twilio_conn_toml(id, base_url, sim, channels, &[SENDER], "")
 }
 
 /// An SMS `[[connections]]` entry for `sim` with its own `senders` and `extra` keys (rate
 /// limits) before its credentials.
 fn sms_conn(id: &str, sim: &Simulator, senders: &[&str], extra: &str) -> String {
-    let senders = senders
-        .iter()
-        .map(|s| format!("\"{s}\""))
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!(
-        r#"
-[[connections]]
-id = "{id}"
-provider = "twilio"
-tenant = "{TENANT}"
-base_url = "{base_url}"
-senders = [{senders}]
-channels = ["sms"]
-{extra}
-[connections.credentials]
-account_sid = "{sid}"
-auth_token = "{token}"
-"#,
-        base_url = sim.base_url(),
-        sid = sim.account_sid(),
-        token = sim.auth_token(),
-    )
+    twilio_conn_toml(id, &sim.base_url(), sim, &["sms"], senders, extra)
 }
 
 /// Consent replies of these tests, and a scope override for the tenant if given.
