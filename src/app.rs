@@ -40,6 +40,7 @@ pub struct Application {
 impl Application {
     pub async fn build(cfg: Config) -> Result<Application, StartupError> {
         let metrics = crate::metrics::install();
+        crate::domain::address::warm_up();
         let store = Store::open(&cfg).await?;
         if cfg.migrate_on_start {
             store.migrate().await?;

@@ -4,6 +4,10 @@ use clap::Parser;
 use std::process::ExitCode;
 use weft::{cli, config::Config, telemetry};
 
+/// mimalloc: fewer instructions per allocation than glibc malloc on the request path.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = cli::Cli::parse();

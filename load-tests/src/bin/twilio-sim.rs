@@ -131,6 +131,9 @@ async fn messages(State(sim): State<Arc<Simulator>>) -> Json<serde_json::Value> 
     Json(json!({ "received": sim.recorder().count(), "counts": counts(&sim) }))
 }
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()

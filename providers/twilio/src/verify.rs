@@ -18,7 +18,7 @@ use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
-use weft_provider::verify::{constant_time_eq, hmac_sha256};
+use weft_provider::verify::constant_time_eq;
 use weft_provider::VerifyError;
 
 /// The signature header.
@@ -59,19 +59,13 @@ pub struct Signed<'a> {
     pub settings: Option<&'a str>,
 }
 
-/// The exact HMAC input: `url` followed by `name + value` for each distinct name in byte
+/// The parameter part of the HMAC input: `name + value` for each distinct name in byte
 /// order and each of its distinct values in byte order.
-pub fn signing_string(url: &str, params: &[(String, String)]) -> String {
-    let mut sorted: Vec<(&str, &str)> = params
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
+fn params_string<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> String {
+    let mut sorted: Vec<(&str, &str)> = pairs.collect();
     sorted.sort_unstable();
     sorted.dedup();
-    let mut s = String::with_capacity(
-        url.len() + sorted.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>(),
-    );
-    s.push_str(url);
+    let mut s = String::with_capacity(sorted.iter().map(|(k, v)| k.len() + v.len()).sum());
     for (k, v) in sorted {
         s.push_str(k);
         s.push_str(v);
@@ -79,24 +73,49 @@ pub fn signing_string(url: &str, params: &[(String, String)]) -> String {
     s
 }
 
-/// `base64(HMAC(key, signing_string(url, params)))`: the value of `X-Twilio-Signature`.
-pub fn sign(algorithm: Algorithm, key: &str, url: &str, params: &[(String, String)]) -> String {
-    let msg = signing_string(url, params);
-    let mac = match algorithm {
-        Algorithm::HmacSha1 => hmac_sha1(key.as_bytes(), msg.as_bytes()),
-        Algorithm::HmacSha256 => hmac_sha256(key.as_bytes(), msg.as_bytes()),
-    };
-    base64::engine::general_purpose::STANDARD.encode(mac)
+/// The exact HMAC input: `url` followed by [`params_string`].
+pub fn signing_string(url: &str, params: &[(String, String)]) -> String {
+    let tail = params_string(params.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    format!("{url}{tail}")
 }
 
-fn hmac_sha1(key: &[u8], msg: &[u8]) -> Vec<u8> {
-    // HMAC takes keys of any length; the error branch cannot happen.
-    match Hmac::<Sha1>::new_from_slice(key) {
-        Ok(mut mac) => {
-            mac.update(msg);
-            mac.finalize().into_bytes().to_vec()
+/// `base64(HMAC(key, signing_string(url, params)))`: the value of `X-Twilio-Signature`.
+pub fn sign(algorithm: Algorithm, key: &str, url: &str, params: &[(String, String)]) -> String {
+    let tail = params_string(params.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    Mac2::new(algorithm, key).sign(url, &tail)
+}
+
+/// An HMAC keyed once, signing `url + tail` for several URL variants.
+enum Mac2 {
+    Sha1(Hmac<Sha1>),
+    Sha256(Hmac<Sha256>),
+    /// Not reachable: HMAC takes keys of any length.
+    Invalid,
+}
+
+impl Mac2 {
+    fn new(algorithm: Algorithm, key: &str) -> Self {
+        let key = key.as_bytes();
+        let mac = match algorithm {
+            Algorithm::HmacSha1 => Hmac::<Sha1>::new_from_slice(key).map(Mac2::Sha1),
+            Algorithm::HmacSha256 => Hmac::<Sha256>::new_from_slice(key).map(Mac2::Sha256),
+        };
+        mac.unwrap_or(Mac2::Invalid)
+    }
+
+    /// `base64(HMAC(url + tail))`.
+    fn sign(&self, url: &str, tail: &str) -> String {
+        fn run<M: Mac + Clone>(mac: &M, url: &str, tail: &str) -> String {
+            let mut mac = mac.clone();
+            mac.update(url.as_bytes());
+            mac.update(tail.as_bytes());
+            base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
         }
-        Err(_) => Vec::new(),
+        match self {
+            Mac2::Sha1(m) => run(m, url, tail),
+            Mac2::Sha256(m) => run(m, url, tail),
+            Mac2::Invalid => base64::engine::general_purpose::STANDARD.encode([]),
+        }
     }
 }
 
@@ -201,20 +220,22 @@ pub fn verify(req: &Signed<'_>, keys: &Keys<'_>) -> Result<(), VerifyError> {
 
     let is_get = req.method.eq_ignore_ascii_case("GET") || req.method.eq_ignore_ascii_case("HEAD");
     let mut body_ok = true;
-    let params: Vec<(String, String)> = if is_get {
-        Vec::new()
+    let tail = if is_get {
+        String::new()
     } else if let Some(want) = query_value(req.url, "bodySHA256") {
         let got = hex::encode(Sha256::digest(req.body));
         body_ok = constant_time_eq(got.as_bytes(), want.to_ascii_lowercase().as_bytes());
-        Vec::new()
+        String::new()
     } else {
-        form_urlencoded::parse(req.body).into_owned().collect()
+        let pairs: Vec<_> = form_urlencoded::parse(req.body).collect();
+        params_string(pairs.iter().map(|(k, v)| (k.as_ref(), v.as_ref())))
     };
 
     // Check every variant (no early exit) so timing does not tell which one matched.
+    let mac = Mac2::new(algorithm, key);
     let mut matched = false;
     for url in url_variants(req.url) {
-        let expected = sign(algorithm, key, &url, &params);
+        let expected = mac.sign(&url, &tail);
         matched |= constant_time_eq(expected.as_bytes(), signature.as_bytes());
     }
     if matched && body_ok {
