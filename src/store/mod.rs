@@ -378,6 +378,56 @@ pub(crate) fn json_col<T: serde::de::DeserializeOwned>(row: &AnyRow, col: &str) 
 mod tests {
     use super::sqlite_path;
 
+    /// The SQLite schema after every migration, in memory.
+    fn migrated() -> rusqlite::Connection {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .expect("migrations dir")
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        files.sort();
+        let conn = rusqlite::Connection::open_in_memory().expect("open");
+        for f in files {
+            let sql = std::fs::read_to_string(&f).expect("read migration");
+            conn.execute_batch(&sql)
+                .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        }
+        conn
+    }
+
+    fn plan(conn: &rusqlite::Connection, sql: &str) -> String {
+        let mut stmt = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .expect("explain");
+        let rows = stmt
+            .query_map([], |r| r.get::<_, String>(3))
+            .expect("plan rows");
+        rows.filter_map(Result::ok).collect::<Vec<_>>().join("; ")
+    }
+
+    /// The partial indexes (0009, 0010) still serve the lookups that compare with `=`.
+    #[test]
+    fn lookups_use_the_partial_indexes() {
+        let conn = migrated();
+        for (sql, index) in [
+            (
+                "SELECT m.conversation_id FROM messages m WHERE m.tenant_id = 't' AND m.customer_identity = 'tel:+1' AND m.business_addr = 'tel:+2' AND m.direction = 'outbound' ORDER BY m.id DESC LIMIT 50",
+                "messages_lease",
+            ),
+            (
+                "SELECT id FROM messages WHERE email_message_id = 'x'",
+                "messages_email_id",
+            ),
+            (
+                "SELECT id FROM messages WHERE connection_id = 'c' AND provider_message_id = 'p'",
+                "messages_inbound_pid",
+            ),
+        ] {
+            let p = plan(&conn, sql);
+            assert!(p.contains(index), "{sql}\n→ {p}");
+        }
+    }
+
     #[test]
     fn the_sqlite_writer_opens_the_file_sqlx_opens() {
         assert_eq!(sqlite_path("sqlite://weft.db?mode=rwc"), "weft.db");

@@ -54,7 +54,7 @@ pub async fn run(conn: &mut Db<'_>, job: &WebhookJob) -> Result<WebhookOutcome, 
                 (&event_id).into(),
                 (&job.connection_id).into(),
                 (&job.kind).into(),
-                ev.dedupe_key().into(),
+                stored_dedupe_key(ev).into(),
                 serde_json::to_string(ev).unwrap_or_default().into(),
                 pid.into(),
                 now.into(),
@@ -110,6 +110,21 @@ pub async fn run(conn: &mut Db<'_>, job: &WebhookJob) -> Result<WebhookOutcome, 
         }
     }
     Ok(out)
+}
+
+/// The key a webhook event is de-duplicated on. A receipt that names weft's message (the
+/// ids adapters put in the callback URL) is keyed under that message: message ids grow with
+/// time, so the unique index gets its inserts near its right edge, on pages other recent
+/// receipts just wrote, instead of one random page per receipt (provider tokens and ids are
+/// random). Retries of one callback carry the same URL and token, so they still collide.
+fn stored_dedupe_key(ev: &InboundEvent) -> String {
+    match ev {
+        InboundEvent::Status(s) => match &s.correlation.message_id {
+            Some(m) => format!("{m}/{}", s.dedupe_key),
+            None => s.dedupe_key.clone(),
+        },
+        other => other.dedupe_key().to_string(),
+    }
 }
 
 /// A provider id's ref (`$1` connection, `$2` provider id): message, attempt, part status,
@@ -389,4 +404,38 @@ pub async fn apply_parked(
         }
     }
     Ok(changes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weft_provider::Correlation;
+
+    fn receipt(message_id: Option<&str>, token: &str) -> InboundEvent {
+        InboundEvent::Status(StatusEvent {
+            provider_message_id: "SM1".into(),
+            correlation: Correlation {
+                message_id: message_id.map(String::from),
+                attempt_id: None,
+            },
+            status: Some(DeliveryStatus::Delivered),
+            raw_status: "delivered".into(),
+            error_code: None,
+            error_detail: None,
+            occurred_at_ms: None,
+            dedupe_key: token.into(),
+            opted_out: false,
+        })
+    }
+
+    #[test]
+    fn receipts_are_deduplicated_under_their_message() {
+        let a = stored_dedupe_key(&receipt(Some("msg_01A"), "tok-1"));
+        assert_eq!(a, "msg_01A/tok-1");
+        // A retry (same URL, same token) collides; another message's receipt does not.
+        assert_eq!(a, stored_dedupe_key(&receipt(Some("msg_01A"), "tok-1")));
+        assert_ne!(a, stored_dedupe_key(&receipt(Some("msg_01B"), "tok-1")));
+        // Without weft's id the provider's key is used as it is.
+        assert_eq!(stored_dedupe_key(&receipt(None, "SM1:sent")), "SM1:sent");
+    }
 }
