@@ -113,20 +113,12 @@ pub fn e164(number: &str) -> Result<String, AddressError> {
     Ok(parsed.format().mode(phonenumber::Mode::E164).to_string())
 }
 
-/// How many compiled metadata patterns the phone number library keeps. It keeps 100: a
-/// `+1` number alone is checked against the patterns of ~25 NANP regions, so with 100 every
-/// validation recompiled regexes (~130k instructions per number). All the patterns of all
-/// regions compile to a few MiB.
-const PHONE_REGEX_CACHE: usize = 4096;
-
-/// Loads the phone number metadata and widens its regex cache, once. Called at start-up so
-/// the first request does not pay for it, and before every validation (then a no-op).
+/// Loads the phone number metadata (~600M instructions, about a second on a slow core)
+/// once. Called at start-up so the first request does not pay for it, and before every
+/// validation (then a no-op).
 pub fn warm_up() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        if let Ok(mut cache) = phonenumber::metadata::DATABASE.cache().lock() {
-            cache.set_capacity(PHONE_REGEX_CACHE);
-        }
         let _ = phonenumber::parse(None, "+14155550100");
     });
 }
