@@ -82,25 +82,25 @@ pub fn signing_string(url: &str, params: &[(String, String)]) -> String {
 /// `base64(HMAC(key, signing_string(url, params)))`: the value of `X-Twilio-Signature`.
 pub fn sign(algorithm: Algorithm, key: &str, url: &str, params: &[(String, String)]) -> String {
     let tail = params_string(params.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-    Mac2::new(algorithm, key).sign(url, &tail)
+    KeyedMac::new(algorithm, key).sign(url, &tail)
 }
 
 /// An HMAC keyed once, signing `url + tail` for several URL variants.
-enum Mac2 {
+enum KeyedMac {
     Sha1(Hmac<Sha1>),
     Sha256(Hmac<Sha256>),
     /// Not reachable: HMAC takes keys of any length.
     Invalid,
 }
 
-impl Mac2 {
+impl KeyedMac {
     fn new(algorithm: Algorithm, key: &str) -> Self {
         let key = key.as_bytes();
         let mac = match algorithm {
-            Algorithm::HmacSha1 => Hmac::<Sha1>::new_from_slice(key).map(Mac2::Sha1),
-            Algorithm::HmacSha256 => Hmac::<Sha256>::new_from_slice(key).map(Mac2::Sha256),
+            Algorithm::HmacSha1 => Hmac::<Sha1>::new_from_slice(key).map(KeyedMac::Sha1),
+            Algorithm::HmacSha256 => Hmac::<Sha256>::new_from_slice(key).map(KeyedMac::Sha256),
         };
-        mac.unwrap_or(Mac2::Invalid)
+        mac.unwrap_or(KeyedMac::Invalid)
     }
 
     /// `base64(HMAC(url + tail))`.
@@ -112,9 +112,9 @@ impl Mac2 {
             base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
         }
         match self {
-            Mac2::Sha1(m) => run(m, url, tail),
-            Mac2::Sha256(m) => run(m, url, tail),
-            Mac2::Invalid => base64::engine::general_purpose::STANDARD.encode([]),
+            KeyedMac::Sha1(m) => run(m, url, tail),
+            KeyedMac::Sha256(m) => run(m, url, tail),
+            KeyedMac::Invalid => base64::engine::general_purpose::STANDARD.encode([]),
         }
     }
 }
@@ -232,7 +232,7 @@ pub fn verify(req: &Signed<'_>, keys: &Keys<'_>) -> Result<(), VerifyError> {
     };
 
     // Check every variant (no early exit) so timing does not tell which one matched.
-    let mac = Mac2::new(algorithm, key);
+    let mac = KeyedMac::new(algorithm, key);
     let mut matched = false;
     for url in url_variants(req.url) {
         let expected = mac.sign(&url, &tail);
