@@ -135,6 +135,16 @@ fn cpu_fields(
             format!("{cpu:.2} s ({per:.1} µs per accepted message)"),
         );
     }
+    if let (Some(io), true) = (rss.and_then(|r| r.io), ok > 0) {
+        let calls = round2(io.write_syscalls as f64 / ok as f64);
+        let kib = round2(io.write_bytes as f64 / 1024.0 / ok as f64);
+        m.insert("target_write_syscalls_per_ok".into(), json!(calls));
+        m.insert("target_write_kib_per_ok".into(), json!(kib));
+        t.row(
+            "weft writes",
+            format!("{calls:.1} write calls, {kib:.1} KiB to storage per accepted message"),
+        );
+    }
 }
 
 fn extend(m: &mut serde_json::Map<String, Value>, v: Value) {

@@ -53,6 +53,31 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     parse_stat_ticks(&text).map(|t| t as f64 / TICKS_PER_SEC)
 }
 
+/// Write calls and bytes a process has made, from `/proc/PID/io` (`syscw`, `write_bytes`):
+/// machine-speed-independent counts of what the store writes per message.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Io {
+    pub write_syscalls: u64,
+    /// Bytes sent to the storage layer (WAL and database file writes, not the page cache).
+    pub write_bytes: u64,
+}
+
+pub fn parse_io(text: &str) -> Option<Io> {
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())
+    };
+    Some(Io {
+        write_syscalls: field("syscw:")?,
+        write_bytes: field("write_bytes:")?,
+    })
+}
+
+/// `pid`'s write counts so far (needs the same user or CAP_SYS_PTRACE).
+pub fn io(pid: u32) -> Option<Io> {
+    parse_io(&std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?)
+}
+
 /// CPU seconds this process has used so far.
 pub fn own_cpu_seconds() -> Option<f64> {
     cpu_seconds(std::process::id())
@@ -104,6 +129,8 @@ pub struct RssReport {
     pub samples: Vec<(f64, u64)>,
     /// CPU seconds (user + system) the process used while sampled.
     pub cpu_s: Option<f64>,
+    /// Write calls and bytes the process made while sampled.
+    pub io: Option<Io>,
     /// Set when the process could not be read (e.g. it exited).
     pub error: Option<String>,
 }
@@ -129,6 +156,7 @@ impl RssSampler {
         let handle = tokio::spawn(async move {
             let start = Instant::now();
             let cpu0 = cpu_seconds(pid);
+            let io0 = io(pid);
             let mut report = RssReport {
                 pid,
                 ..RssReport::default()
@@ -150,6 +178,12 @@ impl RssSampler {
                 if last {
                     if let (Some(a), Some(b)) = (cpu0, cpu_seconds(pid)) {
                         report.cpu_s = Some(((b - a) * 100.0).round() / 100.0);
+                    }
+                    if let (Some(a), Some(b)) = (io0, io(pid)) {
+                        report.io = Some(Io {
+                            write_syscalls: b.write_syscalls.saturating_sub(a.write_syscalls),
+                            write_bytes: b.write_bytes.saturating_sub(a.write_bytes),
+                        });
                     }
                     return report;
                 }
@@ -195,6 +229,20 @@ RssAnon:\t   60000 kB\nThreads:\t8\n";
         );
         // Kernel threads have no Vm* lines.
         assert_eq!(parse_status("Name:\tkthreadd\nState:\tS\n"), None);
+    }
+
+    #[test]
+    fn parses_proc_io() {
+        let text = "rchar: 10\nwchar: 20\nsyscr: 3\nsyscw: 4\nread_bytes: 0\nwrite_bytes: 8192\ncancelled_write_bytes: 0\n";
+        assert_eq!(
+            parse_io(text),
+            Some(Io {
+                write_syscalls: 4,
+                write_bytes: 8192
+            })
+        );
+        assert_eq!(parse_io("rchar: 1\n"), None);
+        assert!(io(std::process::id()).is_some());
     }
 
     #[test]
