@@ -40,7 +40,8 @@ pub struct Application {
 impl Application {
     pub async fn build(cfg: Config) -> Result<Application, StartupError> {
         let metrics = crate::metrics::install();
-        crate::domain::address::warm_up();
+        // Off the runtime's threads; a request that validates a number meanwhile waits for it.
+        tokio::task::spawn_blocking(crate::domain::address::warm_up);
         let store = Store::open(&cfg).await?;
         if cfg.migrate_on_start {
             store.migrate().await?;

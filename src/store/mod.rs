@@ -378,19 +378,12 @@ pub(crate) fn json_col<T: serde::de::DeserializeOwned>(row: &AnyRow, col: &str) 
 mod tests {
     use super::sqlite_path;
 
-    /// The SQLite schema after every migration, in memory.
+    /// The SQLite schema after every migration weft embeds, in memory.
     fn migrated() -> rusqlite::Connection {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
-        let mut files: Vec<_> = std::fs::read_dir(&dir)
-            .expect("migrations dir")
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .collect();
-        files.sort();
         let conn = rusqlite::Connection::open_in_memory().expect("open");
-        for f in files {
-            let sql = std::fs::read_to_string(&f).expect("read migration");
-            conn.execute_batch(&sql)
-                .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        for m in super::SQLITE_MIGRATOR.iter() {
+            conn.execute_batch(&m.sql)
+                .unwrap_or_else(|e| panic!("migration {}: {e}", m.version));
         }
         conn
     }
