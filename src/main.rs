@@ -10,6 +10,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // Before anything can open a database (SQLite takes this only before it initializes).
+    let sqlite = weft::store::sqlite_alloc::configure();
     let args = cli::Cli::parse();
     let cfg = match Config::load(args.config.as_deref()) {
         Ok(cfg) => cfg,
@@ -19,6 +21,7 @@ async fn main() -> ExitCode {
         }
     };
     telemetry::init(&cfg.log);
+    tracing::debug!(?sqlite, "SQLite allocator");
     match cli::run(args, cfg).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -18,6 +18,7 @@ mod delivery;
 mod pg;
 mod read;
 pub(crate) mod script;
+pub mod sqlite_alloc;
 mod status;
 mod tenants;
 mod webhooks;
