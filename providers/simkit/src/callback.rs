@@ -68,6 +68,9 @@ impl Default for Callbacker {
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(15))
                 .pool_max_idle_per_host(256)
+                // weft answers callbacks itself; not following redirects also spares a URL
+                // parse per request (the redirect policy re-reads every URL).
+                .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .unwrap_or_default(),
             behaviour: AtomicU8::new(0),

@@ -148,21 +148,23 @@ fn bare(addr: &str) -> &str {
     addr.strip_prefix("whatsapp:").unwrap_or(addr)
 }
 
-/// weft's message id from the `m` query parameter of a callback URL.
-fn weft_id(callback: Option<&str>) -> Option<String> {
-    let url = url::Url::parse(callback?).ok()?;
-    let found = url
-        .query_pairs()
-        .find(|(k, _)| k == "m")
-        .map(|(_, v)| v.into_owned());
-    found
+/// A `StatusCallback` parameter, parsed once: `Err` if present but not an http(s) URL.
+fn parse_callback(callback: Option<&str>) -> Result<Option<url::Url>, ()> {
+    match callback {
+        None => Ok(None),
+        Some(c) => match url::Url::parse(c) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => Ok(Some(u)),
+            _ => Err(()),
+        },
+    }
 }
 
-fn valid_callback(callback: Option<&str>) -> bool {
-    match callback {
-        None => true,
-        Some(c) => url::Url::parse(c).is_ok_and(|u| matches!(u.scheme(), "http" | "https")),
-    }
+/// weft's message id from the `m` query parameter of a callback URL.
+fn weft_id(callback: Option<&url::Url>) -> Option<String> {
+    callback?
+        .query_pairs()
+        .find(|(k, _)| k == "m")
+        .map(|(_, v)| v.into_owned())
 }
 
 /// `SM`/`MM`/`CA` followed by 32 lower-case hex digits.
@@ -267,9 +269,9 @@ async fn messages(
         );
     }
     let callback = form.get("StatusCallback");
-    if !valid_callback(callback) {
+    let Ok(callback_url) = parse_callback(callback) else {
         return twilio_error(400, 21609, "The StatusCallback URL is not a valid URL.");
-    }
+    };
     if let Some((code, msg)) = from.and_then(message_from_error) {
         return twilio_error(400, code, &msg);
     }
@@ -309,7 +311,7 @@ async fn messages(
     });
     shared.recorder.record(Received {
         provider_id: sid.clone(),
-        weft_message_id: weft_id(callback),
+        weft_message_id: weft_id(callback_url.as_ref()),
         to: to.to_string(),
         from: from.map(String::from),
         body: text.map(String::from),
@@ -351,9 +353,9 @@ async fn calls(
         return twilio_error(400, 12100, "Document parse failure");
     }
     let callback = form.get("StatusCallback");
-    if !valid_callback(callback) {
+    let Ok(callback_url) = parse_callback(callback) else {
         return twilio_error(400, 21609, "The StatusCallback URL is not a valid URL.");
-    }
+    };
     if from == "+15005550001" {
         return twilio_error(
             400,
@@ -399,7 +401,7 @@ async fn calls(
     });
     shared.recorder.record(Received {
         provider_id: sid.clone(),
-        weft_message_id: weft_id(callback),
+        weft_message_id: weft_id(callback_url.as_ref()),
         to: to.to_string(),
         from: Some(from.to_string()),
         body: twiml.map(String::from),
