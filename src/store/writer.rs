@@ -103,6 +103,7 @@ impl Writer {
                 .collect(),
             Engine::Sqlite { path, gate } => {
                 let conn = open_lite(&path).map_err(|e| StoreError::Db(lite_error(e)))?;
+                let wal = WalBound::new(&path);
                 // Checkpoints copy the WAL back into the database file; done at commit time
                 // they cost the writer ~12 % of its time. A thread of their own does them.
                 conn.execute_batch("PRAGMA wal_autocheckpoint = 0")
@@ -120,7 +121,7 @@ impl Writer {
                 std::thread::Builder::new()
                     .name("weft-sqlite-writer".into())
                     .spawn(move || {
-                        rt.block_on(run_lite(conn, gate, rx, stop_rx, batch_max));
+                        rt.block_on(run_lite(conn, gate, rx, stop_rx, batch_max, wal));
                         drop(alive);
                         let _ = done_tx.send(());
                     })
@@ -218,25 +219,83 @@ async fn run(
 
 fn open_lite(path: &str) -> Result<rusqlite::Connection, rusqlite::Error> {
     let conn = rusqlite::Connection::open(path)?;
-    conn.execute_batch(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
-    )?;
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;
+         PRAGMA journal_size_limit = {WAL_LIMIT_BYTES};"
+    ))?;
     conn.set_prepared_statement_cache_capacity(256);
     Ok(conn)
 }
 
-/// Checkpoints the WAL every 250 ms (without blocking the writer or readers) until the
-/// writer thread ends; then once more, completely.
+/// Checkpoints the WAL once a second (without blocking the writer or readers) until the
+/// writer thread ends; then once more, completely. Each checkpoint copies the latest
+/// version of every page written since the last one: every 250 ms, the pages every batch
+/// touches were copied four times as often, for ~4 % fewer messages per second end to end.
 fn checkpoints(conn: &rusqlite::Connection, writer_gone: &std::sync::mpsc::Receiver<()>) {
     use std::sync::mpsc::RecvTimeoutError;
     while let Err(RecvTimeoutError::Timeout) =
-        writer_gone.recv_timeout(std::time::Duration::from_millis(250))
+        writer_gone.recv_timeout(std::time::Duration::from_millis(1000))
     {
-        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+        if let Err(e) = checkpoint(conn, false) {
             tracing::warn!(error = %e, "SQLite checkpoint failed; will try again.");
         }
     }
     let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+}
+
+/// The WAL file size above which the writer restarts the log (and `journal_size_limit`
+/// what it leaves on disk).
+const WAL_LIMIT_BYTES: u64 = 64 << 20;
+
+/// One checkpoint; returns the frames the log held. `PASSIVE` copies what no reader still
+/// needs without blocking anyone. But under steady load the writer always has a commit the
+/// checkpoint has not copied yet, and the log only starts over when a write transaction
+/// begins with everything copied: it never does, and the file grows without bound
+/// (measured: 800 MB after 30,000 messages). `RESTART` waits until no one writes and no
+/// reader needs the old frames, copies the rest, and makes the next commit write from the
+/// start of the file again.
+fn checkpoint(conn: &rusqlite::Connection, restart: bool) -> Result<i64, rusqlite::Error> {
+    let sql = if restart {
+        "PRAGMA wal_checkpoint(RESTART)"
+    } else {
+        "PRAGMA wal_checkpoint(PASSIVE)"
+    };
+    conn.query_row(sql, [], |r| r.get(1))
+}
+
+/// Between two batches (the writer holds no lock), at most once a second: if the WAL file
+/// has outgrown [`WAL_LIMIT_BYTES`], restart it. Readers of old frames are waited for
+/// briefly; if one is slower, the next check tries again.
+struct WalBound {
+    wal: std::path::PathBuf,
+    last: std::time::Instant,
+}
+
+impl WalBound {
+    fn new(db_path: &str) -> WalBound {
+        WalBound {
+            wal: std::path::PathBuf::from(format!("{db_path}-wal")),
+            last: std::time::Instant::now(),
+        }
+    }
+
+    fn check(&mut self, conn: &rusqlite::Connection) {
+        if self.last.elapsed() < std::time::Duration::from_secs(1) {
+            return;
+        }
+        self.last = std::time::Instant::now();
+        let size = std::fs::metadata(&self.wal).map_or(0, |m| m.len());
+        if size <= WAL_LIMIT_BYTES {
+            return;
+        }
+        let short = conn.busy_timeout(std::time::Duration::from_millis(200));
+        let restarted = short.and_then(|()| checkpoint(conn, true));
+        let _ = conn.busy_timeout(std::time::Duration::from_secs(10));
+        match restarted {
+            Ok(frames) => tracing::debug!(size, frames, "SQLite WAL restarted."),
+            Err(e) => tracing::warn!(error = %e, "SQLite WAL restart failed; will try again."),
+        }
+    }
 }
 
 async fn run_lite(
@@ -245,10 +304,12 @@ async fn run_lite(
     rx: Arc<Mutex<mpsc::Receiver<Envelope>>>,
     mut stop: watch::Receiver<bool>,
     batch_max: usize,
+    mut wal: WalBound,
 ) {
     while let Some(batch) = next_batch(&rx, &mut stop, batch_max).await {
         let _gate = gate.lock().await;
         run_batch(&mut Db::Lite(&mut conn), Backend::Sqlite, batch).await;
+        wal.check(&conn);
     }
 }
 
@@ -339,5 +400,43 @@ mod tests {
         assert_eq!(mode, "wal");
         assert_eq!(sync, 2, "synchronous=FULL");
         assert_eq!(fks, 1);
+    }
+
+    /// While a reader holds an old snapshot a passive checkpoint cannot catch up, and the
+    /// next commit appends to the log; after a restart checkpoint the next commit writes
+    /// from the start of the log again.
+    #[test]
+    fn a_restart_checkpoint_lets_the_wal_start_over() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("w.db").to_string_lossy().into_owned();
+        let w = open_lite(&path).expect("writer");
+        w.execute_batch("PRAGMA wal_autocheckpoint = 0; CREATE TABLE t (x TEXT)")
+            .expect("schema");
+        let c = open_lite(&path).expect("checkpointer");
+        let r = open_lite(&path).expect("reader");
+        let fill = |n: usize| {
+            for _ in 0..n {
+                w.execute("INSERT INTO t (x) VALUES (?1)", ["x".repeat(3000)])
+                    .expect("insert");
+            }
+        };
+        fill(20);
+        r.execute_batch("BEGIN").expect("begin read");
+        let _: i64 = r
+            .query_row("SELECT COUNT(*) FROM t", [], |row| row.get(0))
+            .expect("read");
+        fill(20);
+        let held = checkpoint(&c, false).expect("passive");
+        fill(5);
+        let grown = checkpoint(&c, false).expect("passive");
+        assert!(grown > held, "the log kept growing: {held} -> {grown}");
+        r.execute_batch("COMMIT").expect("end read");
+        assert_eq!(checkpoint(&w, true).expect("restart"), grown);
+        fill(1);
+        let after = checkpoint(&c, false).expect("passive");
+        assert!(
+            after < 5,
+            "the log started over: {after} frames, was {grown}"
+        );
     }
 }
