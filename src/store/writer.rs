@@ -109,7 +109,7 @@ impl Writer {
                     .map_err(|e| StoreError::Db(lite_error(e)))?;
                 let checkpointer = open_lite(&path).map_err(|e| StoreError::Db(lite_error(e)))?;
                 // Its restarts wait for readers of old frames while the writer is gated: only
-                // briefly (a slower reader means another try a second later).
+                // briefly (a slower reader means another try at the next round, 250 ms on).
                 checkpointer
                     .busy_timeout(std::time::Duration::from_millis(200))
                     .map_err(|e| StoreError::Db(lite_error(e)))?;

@@ -68,8 +68,8 @@ impl Default for Callbacker {
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(15))
                 .pool_max_idle_per_host(256)
-                // weft answers callbacks itself; not following redirects also spares a URL
-                // parse per request (the redirect policy re-reads every URL).
+                // weft answers callbacks itself: a redirect would be a bug to surface, not
+                // to follow. (reqwest still runs its redirect layer, URL parse included.)
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .unwrap_or_default(),
