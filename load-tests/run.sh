@@ -10,6 +10,8 @@
 #   DBS="sqlite postgres"  PROVIDERS="sandbox twilio"  MODES="e2e accept" (also: inbound)
 #   INBOUND_SENDERS=1000  INBOUND_WITH_SENDS= (send-worker concurrency during `inbound`; empty: none)
 #   CONCURRENCY=64  DURATION=20s  WARMUP=2s  BASELINE_DURATION=10s  COUNT=50000  TIMEOUT=300s
+#   POLL_INTERVAL=250ms (e2e: how often weft's /metrics is read; the delivered/s figure's
+#   resolution is this interval over the run's length)
 #   PORT=18080  SIM_PORT=19000  SIM_CONTROL_PORT=19001  RATE_LIMIT=100000
 #   PG_HOST=127.0.0.1  PG_PORT=5432  PG_USER=postgres  PG_ADMIN_DB=test
 #   STEP_TIMEOUT=900 (seconds, any one command)  SKIP_BUILD=1 (use existing binaries)
@@ -28,6 +30,7 @@ WARMUP=${WARMUP:-2s}
 BASELINE_DURATION=${BASELINE_DURATION:-10s}
 COUNT=${COUNT:-50000}
 TIMEOUT=${TIMEOUT:-300s}
+POLL_INTERVAL=${POLL_INTERVAL:-250ms}
 PORT=${PORT:-18080}
 SIM_PORT=${SIM_PORT:-19000}
 SIM_CONTROL_PORT=${SIM_CONTROL_PORT:-19001}
@@ -177,7 +180,7 @@ EOF
       e2e)
         log "[$label] e2e: $COUNT messages at concurrency $CONCURRENCY (timeout $TIMEOUT)"
         WEFT_API_KEY=$key bounded "$LOAD" e2e --url "http://127.0.0.1:$PORT" \
-          --count "$COUNT" --concurrency "$CONCURRENCY" --timeout "$TIMEOUT" \
+          --count "$COUNT" --concurrency "$CONCURRENCY" --timeout "$TIMEOUT" --poll-interval "$POLL_INTERVAL" \
           --pid "$weft_pid" --label "$label" "${sim_args[@]+"${sim_args[@]}"}" \
           >>"$RESULTS" 2>"$OUT/$db-$provider.e2e.err" || log "[$label] e2e exited non-zero"
         cat "$OUT/$db-$provider.e2e.err" >&2
