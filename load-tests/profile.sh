@@ -26,7 +26,8 @@ mkdir -p "$OUT"
 
 if ! command -v valgrind >/dev/null; then
   log "installing valgrind (apt-get)"
-  apt-get install -y -qq valgrind >/dev/null || die "valgrind is not installed and apt-get failed"
+  { apt-get update -qq && apt-get install -y -qq valgrind; } >/dev/null ||
+    die "valgrind is not installed and apt-get failed"
 fi
 if [[ ${SKIP_BUILD:-0} != 1 ]]; then
   log "building (release): weft, weft-load, twilio-sim"

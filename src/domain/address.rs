@@ -113,12 +113,10 @@ pub fn e164(number: &str) -> Result<String, AddressError> {
 }
 
 /// Loads the phone number metadata (~0.6 G instructions), which the library otherwise does
-/// inside the first validation, i.e. in the first request that sends to a number.
+/// inside the first validation, i.e. in the first request that sends to a number. The
+/// library loads it once per process; later calls cost one parse.
 pub fn warm_up() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let _ = phonenumber::parse(None, "+14155550100");
-    });
+    let _ = phonenumber::parse(None, "+14155550100");
 }
 
 /// A pragmatic e-mail check (one `@`, a dotted domain, no spaces), lower-cased.

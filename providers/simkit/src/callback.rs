@@ -181,27 +181,23 @@ impl Callbacker {
 
     /// One attempt: the answer's status, or `None` (unreachable, timed out, bad URL).
     async fn send_once(&self, call: &OutgoingCallback) -> Option<u16> {
-        if !call.url.starts_with("http://") {
-            let mut req = self
-                .client
-                .post(&call.url)
-                .header("content-type", call.content_type)
-                .body(call.body.clone());
-            for (k, v) in &call.headers {
-                req = req.header(k.as_str(), v.as_str());
-            }
-            return req.send().await.ok().map(|r| r.status().as_u16());
-        }
         let mut req = http::Request::post(call.url.as_str())
             .header(http::header::CONTENT_TYPE, call.content_type);
         for (k, v) in &call.headers {
             req = req.header(k.as_str(), v.as_str());
         }
-        let req = req
-            .body(Full::new(bytes::Bytes::from(call.body.clone())))
-            .ok()?;
+        let req = req.body(bytes::Bytes::from(call.body.clone())).ok()?;
+        if req.uri().scheme() != Some(&http::uri::Scheme::HTTP) {
+            let req = reqwest::Request::try_from(req).ok()?;
+            return self
+                .client
+                .execute(req)
+                .await
+                .ok()
+                .map(|r| r.status().as_u16());
+        }
         let answer = async {
-            let resp = self.plain.request(req).await.ok()?;
+            let resp = self.plain.request(req.map(Full::new)).await.ok()?;
             let status = resp.status().as_u16();
             // Read the (short) answer so the connection goes back to the pool.
             let _ = resp.into_body().collect().await;
