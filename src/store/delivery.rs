@@ -71,8 +71,11 @@ pub struct AttemptEnd {
 /// attempt's number on the current channel (the retry budget). The attempt's `seq` counts
 /// every attempt of the message, across fallback channels.
 pub async fn begin(conn: &mut Db<'_>, j: &AttemptBegin) -> Result<Option<i64>, sqlx::Error> {
-    // One round trip on SQLite: the attempt row is only written if the lease update found
-    // this process's lease (the update leaves `lease_token` as it is).
+    if conn.is_lite() {
+        return begin_lite(conn, j).await;
+    }
+    // One round trip: the attempt row is only written if the lease update found this
+    // process's lease (the update leaves `lease_token` as it is).
     let mut s = Script::new();
     let lease = s.add(
         "UPDATE outbox SET lease_until = $1, tries = tries + 1 WHERE message_id = $2 AND lease_token = $3 RETURNING tries",
@@ -98,6 +101,45 @@ pub async fn begin(conn: &mut Db<'_>, j: &AttemptBegin) -> Result<Option<i64>, s
         Some(row) => Ok(Some(row.try_get("tries")?)),
         None => Ok(None),
     }
+}
+
+/// [`begin_lite`]'s statements: extend the lease, read the tries and attempts made, write the
+/// attempt (`$3` its `seq`).
+pub(crate) const LITE_LEASE: &str = "UPDATE outbox SET lease_until = $1, tries = tries + 1 WHERE message_id = $2 AND lease_token = $3";
+pub(crate) const LITE_TRIES: &str = "SELECT tries, (SELECT COUNT(*) FROM attempts WHERE message_id = $1) AS made FROM outbox WHERE message_id = $1";
+pub(crate) const LITE_ATTEMPT: &str = "INSERT INTO attempts (id, message_id, seq, channel, provider, connection_id, sender, outcome, started_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 'in_flight', $8)";
+
+/// [`begin`] on the SQLite writer: the same writes as plain statements, one after the other
+/// (see [`Db::is_lite`]).
+async fn begin_lite(conn: &mut Db<'_>, j: &AttemptBegin) -> Result<Option<i64>, sqlx::Error> {
+    let leased = query(LITE_LEASE)
+        .bind(j.lease_until)
+        .bind(&j.message_id)
+        .bind(&j.lease_token)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    if leased == 0 {
+        return Ok(None);
+    }
+    let row = query(LITE_TRIES)
+        .bind(&j.message_id)
+        .fetch_one(&mut *conn)
+        .await?;
+    let tries: i64 = row.try_get("tries")?;
+    let made: i64 = row.try_get("made")?;
+    query(LITE_ATTEMPT)
+        .bind(&j.attempt_id)
+        .bind(&j.message_id)
+        .bind(made + 1)
+        .bind(j.channel.as_str())
+        .bind(j.provider)
+        .bind(&j.connection_id)
+        .bind(&j.sender)
+        .bind(j.now)
+        .execute(&mut *conn)
+        .await?;
+    Ok(Some(tries))
 }
 
 /// Records what came of an attempt and moves the message and its outbox row on.
@@ -132,20 +174,21 @@ pub async fn end(conn: &mut Db<'_>, j: &AttemptEnd) -> Result<Vec<StatusChange>,
                     .or_else(|| s.strip_prefix("mailto:"))
                     .unwrap_or(s)
             });
-            let update = first.add(
-                format!(
-                    "UPDATE messages SET connection_id = $1, business_addr = $2, from_addr = COALESCE(from_addr, $3), segments = COALESCE(segments, $4)
-                     WHERE id = $5 RETURNING {}",
-                    status::CURRENT_COLUMNS
-                ),
-                vec![
-                    (&j.connection_id).into(),
-                    (&j.sender).into(),
-                    sender_addr.into(),
-                    segments.map(i64::from).into(),
-                    (&j.message_id).into(),
-                ],
-            );
+            let args = vec![
+                (&j.connection_id).into(),
+                (&j.sender).into(),
+                sender_addr.into(),
+                segments.map(i64::from).into(),
+                (&j.message_id).into(),
+            ];
+            // The message's current state comes back for the state machine: from a `SELECT`
+            // on SQLite (see `Db::is_lite`), from the update's `RETURNING` elsewhere.
+            let update = if conn.is_lite() {
+                first.add(SENT_UPDATE, args);
+                first.add(status::CURRENT_SQL.as_str(), vec![(&j.message_id).into()])
+            } else {
+                first.add(SENT_UPDATE_RETURNING.as_str(), args)
+            };
             let mut out = first.run(&mut *conn).await?;
             let current = out.get_mut(update).and_then(|o| o.rows.pop());
             let input = StatusInput {
@@ -286,6 +329,13 @@ pub async fn end(conn: &mut Db<'_>, j: &AttemptEnd) -> Result<Vec<StatusChange>,
     }
     Ok(changes)
 }
+
+/// A sent message's connection, sender and segments (`$1`…`$4`; `$5` the message).
+pub(crate) const SENT_UPDATE: &str = "UPDATE messages SET connection_id = $1, business_addr = $2, from_addr = COALESCE(from_addr, $3), segments = COALESCE(segments, $4) WHERE id = $5";
+
+/// [`SENT_UPDATE`] answering the message's [`status::CURRENT_COLUMNS`].
+static SENT_UPDATE_RETURNING: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("{SENT_UPDATE} RETURNING {}", status::CURRENT_COLUMNS));
 
 /// Whether a status callback already proved this attempt reached the provider.
 async fn reconciled(conn: &mut Db<'_>, attempt_id: Option<&str>) -> Result<bool, sqlx::Error> {

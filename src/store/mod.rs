@@ -422,6 +422,39 @@ mod tests {
         }
     }
 
+    /// The SQLite writer's per-message statements that replaced a `RETURNING` or an insert
+    /// reading its own table: none may need a temporary table (`OpenEphemeral`), which
+    /// cost ~20 k instructions each (a B-tree and page cache built and torn down).
+    #[test]
+    fn hot_sqlite_statements_need_no_temporary_table() {
+        let conn = migrated();
+        let sqls = [
+            super::delivery::LITE_LEASE,
+            super::delivery::LITE_TRIES,
+            super::delivery::LITE_ATTEMPT,
+            super::delivery::SENT_UPDATE,
+            super::status::CURRENT_SQL.as_str(),
+            crate::threading::contacts::NEW_CONTACT_CONVERSATION,
+        ];
+        let ephemeral = |sql: &str| {
+            let mut stmt = conn.prepare(&format!("EXPLAIN {sql}")).expect("explain");
+            // Unbound parameters are NULL; `raw_query` does not insist on binding them.
+            let mut rows = stmt.raw_query();
+            let mut ops = Vec::new();
+            while let Some(row) = rows.next().expect("opcode row") {
+                ops.push(row.get::<_, String>(1).expect("opcode"));
+            }
+            assert!(!ops.is_empty(), "{sql}");
+            ops.iter().any(|o| o == "OpenEphemeral")
+        };
+        for sql in sqls {
+            assert!(!ephemeral(sql), "{sql}");
+        }
+        // The check itself: a `RETURNING` does need one.
+        let returning = format!("{} RETURNING tries", super::delivery::LITE_LEASE);
+        assert!(ephemeral(&returning));
+    }
+
     #[test]
     fn the_sqlite_writer_opens_the_file_sqlx_opens() {
         assert_eq!(sqlite_path("sqlite://weft.db?mode=rwc"), "weft.db");

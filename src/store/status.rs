@@ -40,14 +40,17 @@ pub struct ErrorFields<'a> {
 pub const CURRENT_COLUMNS: &str =
     "status, tenant_id, channel, conversation_id, created_at, callback_url, callback_secret";
 
+/// A message's [`CURRENT_COLUMNS`] (`$1`: its id).
+pub static CURRENT_SQL: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("SELECT {CURRENT_COLUMNS} FROM messages WHERE id = $1"));
+
 /// Applies `input` to the message; always records history. `None` if there is no such message.
 pub async fn apply(
     conn: &mut Db<'_>,
     message_id: &str,
     input: &StatusInput<'_>,
 ) -> Result<Option<StatusChange>, sqlx::Error> {
-    let sql = format!("SELECT {CURRENT_COLUMNS} FROM messages WHERE id = $1");
-    let Some(row) = query(&sql)
+    let Some(row) = query(&CURRENT_SQL)
         .bind(message_id)
         .fetch_optional(&mut *conn)
         .await?

@@ -45,6 +45,12 @@ pub async fn owner(
     row.map(|r| r.try_get("contact_id")).transpose()
 }
 
+/// A contact and whether the call that found it created it (in the caller's transaction).
+pub struct Found {
+    pub id: String,
+    pub created: bool,
+}
+
 /// The contact owning `identity`, created with that identity if there is none. Race-free:
 /// one live owner per address is a unique index.
 pub async fn contact_for(
@@ -52,9 +58,9 @@ pub async fn contact_for(
     tenant_id: &str,
     identity: &str,
     now: i64,
-) -> Result<String, sqlx::Error> {
-    if let Some(c) = owner(conn, tenant_id, identity).await? {
-        return Ok(c);
+) -> Result<Found, sqlx::Error> {
+    if let Some(id) = owner(conn, tenant_id, identity).await? {
+        return Ok(Found { id, created: false });
     }
     let contact = ids::new_id(IdKind::Contact);
     let mut script = Script::new();
@@ -80,24 +86,48 @@ pub async fn contact_for(
         .get(identity_insert)
         .map_or(0, |o| o.rows_affected);
     if inserted == 1 {
-        return Ok(contact);
+        return Ok(Found {
+            id: contact,
+            created: true,
+        });
     }
+    // Another writer's transaction claimed the address first: its contact is the owner.
     query("DELETE FROM contacts WHERE id = $1")
         .bind(&contact)
         .execute(&mut *conn)
         .await?;
-    Ok(owner(conn, tenant_id, identity).await?.unwrap_or(contact))
+    let id = owner(conn, tenant_id, identity).await?.unwrap_or(contact);
+    Ok(Found { id, created: false })
 }
+
+/// A new contact's first conversation (`$4`: [`binding_key`]).
+pub(crate) const NEW_CONTACT_CONVERSATION: &str = "INSERT INTO conversations (id, tenant_id, contact_id, binding_key, state, created_at, last_activity_at) VALUES ($1, $2, $3, $4, 'open', $5, $6)";
 
 /// The contact's open (or inactive, which reopens) conversation, or a new one linked to its
 /// last closed conversation. Returns `(id, created)`.
 pub async fn open_conversation(
     conn: &mut Db<'_>,
     tenant_id: &str,
-    contact_id: &str,
+    contact: &Found,
     now: i64,
 ) -> Result<(String, bool), sqlx::Error> {
+    let contact_id = contact.id.as_str();
     let fresh = ids::new_id(IdKind::Conversation);
+    if contact.created {
+        // A contact made in this transaction has no conversation yet, open or closed (the
+        // binding key names the contact): a plain insert. The upsert below, with its lookup
+        // of a closed predecessor and its `RETURNING`, costs SQLite two temporary tables.
+        query(NEW_CONTACT_CONVERSATION)
+            .bind(&fresh)
+            .bind(tenant_id)
+            .bind(contact_id)
+            .bind(binding_key(tenant_id, contact_id))
+            .bind(now)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
+        return Ok((fresh, true));
+    }
     let row = query(
         "INSERT INTO conversations (id, tenant_id, contact_id, binding_key, state, previous_conversation_id, created_at, last_activity_at)
          VALUES ($1, $2, $3, $4, 'open',
@@ -109,7 +139,7 @@ pub async fn open_conversation(
     .bind(&fresh)
     .bind(tenant_id)
     .bind(contact_id)
-    .bind(format!("{tenant_id}|{contact_id}"))
+    .bind(binding_key(tenant_id, contact_id))
     .bind(contact_id)
     .bind(now)
     .bind(now)
@@ -118,6 +148,11 @@ pub async fn open_conversation(
     let id: String = row.try_get("id")?;
     let created = id == fresh;
     Ok((id, created))
+}
+
+/// The key that makes one open conversation per contact a unique index.
+fn binding_key(tenant_id: &str, contact_id: &str) -> String {
+    format!("{tenant_id}|{contact_id}")
 }
 
 /// Marks a conversation active now (an inactive one reopens). Returns its state before.

@@ -137,12 +137,12 @@ pub async fn ingest(
     let (conversation_id, decision) = match hit {
         Some(h) if previous_closed.is_none() => (h.conversation_id, h.decision),
         other => {
-            let contact_id = match contact {
-                Some(c) => c,
+            let contact = match contact {
+                Some(id) => contacts::Found { id, created: false },
                 None => contacts::contact_for(conn, &tenant_id, &inb.customer, now).await?,
             };
             let (conv, created) =
-                contacts::open_conversation(conn, &tenant_id, &contact_id, now).await?;
+                contacts::open_conversation(conn, &tenant_id, &contact, now).await?;
             if created {
                 if let Some(prev) = &previous_closed {
                     query("UPDATE conversations SET previous_conversation_id = $1 WHERE id = $2")
@@ -256,7 +256,9 @@ async fn keywords(
     let Some(kw) = policy.keyword(body) else {
         return Ok(());
     };
-    let contact = contacts::contact_for(conn, tenant_id, &inb.customer, now).await?;
+    let contact = contacts::contact_for(conn, tenant_id, &inb.customer, now)
+        .await?
+        .id;
     let subject = Subject::new(
         policy.scope,
         &inb.customer,
