@@ -27,12 +27,23 @@ pub fn key(
     Ok(Some((k.to_string(), hash)))
 }
 
-/// A stored JSON answer: `Location: {collection}/{id}` from the body's `id`, and
-/// `Idempotent-Replayed: true` when it is a replay.
-pub fn answer(status: StatusCode, body: String, collection: &str, replayed: bool) -> Response {
-    let id = serde_json::from_str::<serde_json::Value>(&body)
-        .ok()
-        .and_then(|v| v["id"].as_str().map(str::to_string));
+/// A stored JSON answer: `Location: {collection}/{id}`, and `Idempotent-Replayed: true` when
+/// it is a replay. `id` is the created resource's, when the caller has it at hand; a
+/// replayed answer's is read back from its body (parsing a whole answer per accepted message
+/// cost ~1.5 % of weft's instructions).
+pub fn answer(
+    status: StatusCode,
+    body: String,
+    collection: &str,
+    id: Option<&str>,
+    replayed: bool,
+) -> Response {
+    let id = match id {
+        Some(id) => Some(id.to_string()),
+        None => serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["id"].as_str().map(str::to_string)),
+    };
     let mut resp = (status, body).into_response();
     let h = resp.headers_mut();
     h.insert(

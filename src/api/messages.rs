@@ -346,6 +346,7 @@ pub async fn send(
                 StatusCode::ACCEPTED,
                 body,
                 "/v1/messages",
+                Some(&msg.id),
                 false,
             ))
         }
@@ -355,6 +356,7 @@ pub async fn send(
                 status,
                 body,
                 "/v1/messages",
+                None,
                 true,
             ))
         }

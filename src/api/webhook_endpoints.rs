@@ -127,6 +127,7 @@ pub async fn create(
         StatusCode::CREATED,
         body,
         "/v1/webhook-endpoints",
+        None,
         replayed,
     ))
 }
