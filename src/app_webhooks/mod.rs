@@ -82,6 +82,12 @@ pub struct Callback<'a> {
 
 /// Queues `event_type` for a message's `callback_url`, inside the caller's transaction; it
 /// is delivered, signed and retried like any app webhook.
+/// Whether `tenant_id` may have a live endpoint (false only when the cache knows it has
+/// none): callers skip building an event's JSON when no one can receive it.
+pub fn may_have_endpoints(tenant_id: &str) -> bool {
+    cache::lookup(tenant_id) != cache::Answer::No
+}
+
 pub async fn enqueue_callback(
     conn: &mut Db<'_>,
     to: &Callback<'_>,

@@ -133,43 +133,57 @@ pub fn plan(
             ),
         };
     }
-    let event = if moved {
-        let mut data = serde_json::json!({
-            "id": message_id,
-            "conversation_id": row.try_get::<String, _>("conversation_id")?,
-            "channel": row.try_get::<String, _>("channel")?,
-            "status": input.status.as_str(),
-            "raw_status": input.raw_status,
-            "connection": input.connection_id,
-            "provider_message_id": input.provider_message_id,
-        });
-        if let Some(e) = &input.error {
-            data["error"] =
-                serde_json::json!({ "reason": e.reason, "code": e.code, "detail": e.detail });
-        }
-        Some(data)
+    let tenant_id: String = row.try_get("tenant_id")?;
+    let callback = match (
+        row.try_get::<Option<String>, _>("callback_url")?,
+        row.try_get::<Option<String>, _>("callback_secret")?,
+    ) {
+        (Some(url), Some(secret)) => Some((url, secret)),
+        _ => None,
+    };
+    // The event is built only if someone can receive it: the message's own callback, or the
+    // tenant's app webhook endpoints (~20 allocations per status otherwise).
+    let told = callback.is_some() || crate::app_webhooks::may_have_endpoints(&tenant_id);
+    let event = if moved && told {
+        Some(event_data(message_id, row, input)?)
     } else {
         None
     };
     Ok(Planned {
         change: StatusChange {
             message_id: message_id.to_string(),
-            tenant_id: row.try_get("tenant_id")?,
+            tenant_id,
             channel: row.try_get("channel")?,
             status: input.status,
             moved,
             created_at: row.try_get("created_at")?,
         },
-        callback: match (
-            row.try_get::<Option<String>, _>("callback_url")?,
-            row.try_get::<Option<String>, _>("callback_secret")?,
-        ) {
-            (Some(url), Some(secret)) => Some((url, secret)),
-            _ => None,
-        },
+        callback,
         event,
         at: input.at,
     })
+}
+
+/// The `message.status_updated` event's `data`.
+fn event_data(
+    message_id: &str,
+    row: &AnyRow,
+    input: &StatusInput<'_>,
+) -> Result<serde_json::Value, sqlx::Error> {
+    let mut data = serde_json::json!({
+        "id": message_id,
+        "conversation_id": row.try_get::<String, _>("conversation_id")?,
+        "channel": row.try_get::<String, _>("channel")?,
+        "status": input.status.as_str(),
+        "raw_status": input.raw_status,
+        "connection": input.connection_id,
+        "provider_message_id": input.provider_message_id,
+    });
+    if let Some(e) = &input.error {
+        data["error"] =
+            serde_json::json!({ "reason": e.reason, "code": e.code, "detail": e.detail });
+    }
+    Ok(data)
 }
 
 impl Planned {
