@@ -260,9 +260,12 @@ pub(super) async fn fallback_success_criteria_per_step(b: Backend) {
     })
     .await;
     wa_status(&wa, &id, "delivered", None).await;
+    // Sent, not only begun: an attempt is recorded `in_flight` before the provider call.
     let m = app
         .wait_until(&id, SOON, "the SMS step sent", |m| {
-            attempts(m).iter().any(|a| a["channel"] == "sms")
+            attempts(m)
+                .iter()
+                .any(|a| a["channel"] == "sms" && a["outcome"] != "in_flight")
         })
         .await;
     assert_eq!(m["status"], "delivered", "{m:#}");
