@@ -27,22 +27,26 @@ pub fn key(
     Ok(Some((k.to_string(), hash)))
 }
 
-/// A stored JSON answer: `Location: {collection}/{id}`, and `Idempotent-Replayed: true` when
-/// it is a replay. `id` is the created resource's, when the caller has it at hand; a
-/// replayed answer's is read back from its body (parsing a whole answer per accepted message
-/// cost ~1.5 % of weft's instructions).
-pub fn answer(
-    status: StatusCode,
-    body: String,
-    collection: &str,
-    id: Option<&str>,
-    replayed: bool,
-) -> Response {
-    let id = match id {
-        Some(id) => Some(id.to_string()),
-        None => serde_json::from_str::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v["id"].as_str().map(str::to_string)),
+/// Where a stored answer comes from.
+pub enum Answered<'a> {
+    /// Just created: the resource's id is at hand.
+    New { id: &'a str },
+    /// A replay of the answer stored under the idempotency key.
+    Replay,
+}
+
+/// A stored JSON answer: `Location: {collection}/{id}`, and `Idempotent-Replayed: true` for
+/// a replay. A replayed answer's id is read back from its body; a new one's is passed in
+/// (parsing every accepted message's answer cost ~1.5 % of weft's instructions).
+pub fn answer(status: StatusCode, body: String, collection: &str, from: Answered<'_>) -> Response {
+    let (id, replayed) = match from {
+        Answered::New { id } => (Some(id.to_string()), false),
+        Answered::Replay => (
+            serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["id"].as_str().map(str::to_string)),
+            true,
+        ),
     };
     let mut resp = (status, body).into_response();
     let h = resp.headers_mut();

@@ -346,8 +346,7 @@ pub async fn send(
                 StatusCode::ACCEPTED,
                 body,
                 "/v1/messages",
-                Some(&msg.id),
-                false,
+                super::idempotency::Answered::New { id: &msg.id },
             ))
         }
         AcceptOutcome::Replay { status, body } => {
@@ -356,8 +355,7 @@ pub async fn send(
                 status,
                 body,
                 "/v1/messages",
-                None,
-                true,
+                super::idempotency::Answered::Replay,
             ))
         }
         AcceptOutcome::Conflict => Err(ApiError::IdempotencyConflict),

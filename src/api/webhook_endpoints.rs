@@ -118,17 +118,17 @@ pub async fn create(
     let created = db::create_endpoint(&state.store, &tenant.id, &view, &secret, &answer, idem, now)
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let (body, replayed) = match created {
-        Created::New(b) => (b, false),
-        Created::Replay(b) => (b, true),
+    use super::idempotency::Answered;
+    let (body, from) = match created {
+        Created::New(b) => (b, Answered::New { id: &view.id }),
+        Created::Replay(b) => (b, Answered::Replay),
         Created::Conflict => return Err(ApiError::IdempotencyConflict),
     };
     Ok(super::idempotency::answer(
         StatusCode::CREATED,
         body,
         "/v1/webhook-endpoints",
-        None,
-        replayed,
+        from,
     ))
 }
 

@@ -43,7 +43,7 @@ pub async fn enqueue(
     data: &serde_json::Value,
     now_ms: i64,
 ) -> Result<(), sqlx::Error> {
-    if cache::lookup(tenant_id) == cache::Answer::No {
+    if !may_have_endpoints(tenant_id) {
         return Ok(());
     }
     let subscribed: Vec<String> = db::subscribers(conn, tenant_id)
@@ -80,14 +80,14 @@ pub struct Callback<'a> {
     pub secret: &'a str,
 }
 
-/// Queues `event_type` for a message's `callback_url`, inside the caller's transaction; it
-/// is delivered, signed and retried like any app webhook.
 /// Whether `tenant_id` may have a live endpoint (false only when the cache knows it has
 /// none): callers skip building an event's JSON when no one can receive it.
 pub fn may_have_endpoints(tenant_id: &str) -> bool {
     cache::lookup(tenant_id) != cache::Answer::No
 }
 
+/// Queues `event_type` for a message's `callback_url`, inside the caller's transaction; it
+/// is delivered, signed and retried like any app webhook.
 pub async fn enqueue_callback(
     conn: &mut Db<'_>,
     to: &Callback<'_>,

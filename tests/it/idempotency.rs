@@ -34,6 +34,14 @@ async fn replay_returns_the_original_answer(b: Backend) {
             .and_then(|v| v.to_str().ok()),
         Some("true")
     );
+    // The replay's Location is read back from the stored answer.
+    assert_eq!(
+        again
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok()),
+        Some(format!("/v1/messages/{id}").as_str())
+    );
     let again: serde_json::Value = again.json().await.unwrap();
     assert_eq!(again, first, "a replay answers the original response");
 

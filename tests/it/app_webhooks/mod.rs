@@ -351,10 +351,17 @@ async fn private_urls_are_refused_without_the_flag(b: Backend) {
     let body = json!({"url": "http://93.184.216.34/hook", "events": ["conversation.closed"]});
     let first = create(body.clone()).await.unwrap();
     assert_eq!(first.status(), 201);
+    let first_location = first.headers()["location"].clone();
     let ep: Value = first.json().await.unwrap();
+    let location = format!(
+        "/v1/webhook-endpoints/{}",
+        ep["id"].as_str().unwrap_or_default()
+    );
+    assert_eq!(first_location, location.as_str());
     let again = create(body).await.unwrap();
     assert_eq!(again.status(), 201);
     assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(again.headers()["location"], location.as_str());
     assert_eq!(
         again.json::<Value>().await.unwrap(),
         ep,
