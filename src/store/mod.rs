@@ -88,6 +88,9 @@ pub enum StoreError {
     Closed,
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// A write job panicked (a bug): its transaction was rolled back and the writer goes on.
+    #[error("a write job failed unexpectedly: {0}")]
+    Panicked(String),
 }
 
 /// The durable store: a read pool and the group-commit writer.

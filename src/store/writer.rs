@@ -12,6 +12,7 @@
 use super::db::{lite_error, Db};
 use super::pg::PgConn;
 use super::{accept, claim, delivery, tenants, webhooks, Backend, StoreError};
+use futures::FutureExt;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, watch, Mutex};
 use tokio::task::JoinHandle;
@@ -25,6 +26,9 @@ pub enum Job {
     Claim(claim::ClaimJob),
     Webhook(Box<webhooks::WebhookJob>),
     Admin(tenants::AdminJob),
+    /// Panics when run: lets tests check that the writer survives a job's panic.
+    #[cfg(test)]
+    Panic,
 }
 
 impl Job {
@@ -50,6 +54,8 @@ impl Job {
                 None => String::new(),
             },
             Job::Claim(_) | Job::Admin(_) => String::new(),
+            #[cfg(test)]
+            Job::Panic => String::new(),
         }
     }
 }
@@ -348,7 +354,18 @@ async fn together(
     .await?;
     let mut out = Vec::with_capacity(batch.len());
     for env in batch {
-        match apply(db, backend, &env.job).await {
+        // A panicking job (a bug) must not take the writer down with it: on SQLite that
+        // would end the one writer thread and every later write would wait forever. Its
+        // transaction is rolled back like a failed job's; the batch is retried one by one.
+        let applied = std::panic::AssertUnwindSafe(apply(db, backend, &env.job))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|panic| {
+                let what = panic_text(panic.as_ref());
+                tracing::error!(panic = %what, "A write job panicked; its transaction is rolled back.");
+                Err(StoreError::Panicked(what))
+            });
+        match applied {
             Ok(d) => out.push(d),
             Err(e) => {
                 let _ = db.simple("ROLLBACK").await;
@@ -363,6 +380,15 @@ async fn together(
     Ok(out)
 }
 
+/// A panic's message, if it has one.
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
+        (Some(s), _) => (*s).to_string(),
+        (_, Some(s)) => s.clone(),
+        _ => "(no message)".into(),
+    }
+}
+
 async fn apply(conn: &mut Db<'_>, backend: Backend, job: &Job) -> Result<Done, StoreError> {
     Ok(match job {
         Job::Accept(j) => Done::Accept(accept::run(conn, j).await?),
@@ -371,6 +397,8 @@ async fn apply(conn: &mut Db<'_>, backend: Backend, job: &Job) -> Result<Done, S
         Job::Claim(j) => Done::Claim(claim::claim(conn, backend, j).await?),
         Job::Webhook(j) => Done::Webhook(webhooks::run(conn, j).await?),
         Job::Admin(j) => Done::Admin(tenants::run(conn, j).await?),
+        #[cfg(test)]
+        Job::Panic => panic!("a test job panics"),
     })
 }
 
@@ -396,6 +424,43 @@ mod tests {
         assert_eq!(mode, "wal");
         assert_eq!(sync, 2, "synchronous=FULL");
         assert_eq!(fks, 1);
+    }
+
+    /// A job that panics gets an error; its batch-mates are committed and the writer
+    /// thread goes on taking jobs.
+    #[tokio::test]
+    async fn the_sqlite_writer_survives_a_panicking_job() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("w.db").to_string_lossy().into_owned();
+        let conn = open_lite(&path).expect("open");
+        for m in super::super::SQLITE_MIGRATOR.iter() {
+            conn.execute_batch(&m.sql).expect("migration");
+        }
+        drop(conn);
+        let gate = Arc::new(Mutex::new(()));
+        let writer = Writer::start(Engine::Sqlite { path, gate }, 64).expect("writer");
+        let tenant = |name: &str| {
+            Job::Admin(tenants::AdminJob::CreateTenant {
+                name: name.to_string(),
+            })
+        };
+        let created = |d: Done| match d {
+            Done::Admin(tenants::AdminDone::Tenant { created, .. }) => Some(created),
+            _ => None,
+        };
+        let (a, p, b) = tokio::join!(
+            writer.submit(tenant("a"), created),
+            writer.submit(Job::Panic, |_| Some(())),
+            writer.submit(tenant("b"), created),
+        );
+        assert!(matches!(p, Err(StoreError::Panicked(_))), "{p:?}");
+        assert!(a.expect("a") && b.expect("b"));
+        for _ in 0..3 {
+            let p = writer.submit(Job::Panic, |_| Some(())).await;
+            assert!(matches!(p, Err(StoreError::Panicked(_))), "{p:?}");
+        }
+        assert!(writer.submit(tenant("c"), created).await.expect("c"));
+        writer.close().await;
     }
 
     /// While a reader holds an old snapshot a passive checkpoint cannot catch up, and the
