@@ -93,6 +93,17 @@ impl Db<'_> {
         matches!(self, Db::Lite(_))
     }
 
+    /// True on PostgreSQL, where several writers (and replicas) run transactions at once:
+    /// a row read to decide a write must be locked by that read (`FOR UPDATE`), or another
+    /// transaction can change it in between. SQLite writes one transaction at a time.
+    pub fn concurrent(&self) -> bool {
+        match self {
+            Db::Pg(_) => true,
+            Db::Any(c) => c.backend_name() == "PostgreSQL",
+            Db::Lite(_) => false,
+        }
+    }
+
     /// Runs SQL without parameters (`BEGIN`, `COMMIT`, …).
     pub async fn simple(&mut self, sql: &str) -> Result<(), sqlx::Error> {
         match self {

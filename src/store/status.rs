@@ -44,13 +44,29 @@ pub const CURRENT_COLUMNS: &str =
 pub static CURRENT_SQL: std::sync::LazyLock<String> =
     std::sync::LazyLock::new(|| format!("SELECT {CURRENT_COLUMNS} FROM messages WHERE id = $1"));
 
+/// [`CURRENT_SQL`] locking the row until the transaction ends (PostgreSQL).
+pub static CURRENT_SQL_FOR_UPDATE: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("{} FOR UPDATE", CURRENT_SQL.as_str()));
+
+/// The statement reading a message's [`CURRENT_COLUMNS`] before a status is applied: where
+/// transactions run concurrently ([`Db::concurrent`]) it locks the row, so that two receipts
+/// of one message applied at once cannot both decide from the same old status (the later
+/// commit would move a `delivered` message back to `sent`).
+pub fn current_sql(conn: &Db<'_>) -> &'static str {
+    if conn.concurrent() {
+        CURRENT_SQL_FOR_UPDATE.as_str()
+    } else {
+        CURRENT_SQL.as_str()
+    }
+}
+
 /// Applies `input` to the message; always records history. `None` if there is no such message.
 pub async fn apply(
     conn: &mut Db<'_>,
     message_id: &str,
     input: &StatusInput<'_>,
 ) -> Result<Option<StatusChange>, sqlx::Error> {
-    let Some(row) = query(&CURRENT_SQL)
+    let Some(row) = query(current_sql(conn))
         .bind(message_id)
         .fetch_optional(&mut *conn)
         .await?

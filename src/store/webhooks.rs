@@ -61,10 +61,7 @@ pub async fn run(conn: &mut Db<'_>, job: &WebhookJob) -> Result<WebhookOutcome, 
             ],
         );
         if let (InboundEvent::Status(_), Some(pid)) = (ev, pid) {
-            script.add(
-                REF_SQL.as_str(),
-                vec![(&job.connection_id).into(), pid.into()],
-            );
+            script.add(ref_sql(conn), vec![(&job.connection_id).into(), pid.into()]);
         }
         let mut results = script.run(&mut *conn).await?.into_iter();
         let inserted = results.next().map_or(0, |o| o.rows_affected);
@@ -144,6 +141,18 @@ static REF_SQL: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
+/// [`REF_SQL`] locking the message row (PostgreSQL; see [`status::current_sql`]).
+static REF_SQL_FOR_UPDATE: LazyLock<String> =
+    LazyLock::new(|| format!("{} FOR UPDATE OF m", REF_SQL.as_str()));
+
+fn ref_sql(conn: &Db<'_>) -> &'static str {
+    if conn.concurrent() {
+        REF_SQL_FOR_UPDATE.as_str()
+    } else {
+        REF_SQL.as_str()
+    }
+}
+
 /// Applies one receipt. `None`: no message known yet (park it).
 async fn apply_status(
     conn: &mut Db<'_>,
@@ -151,7 +160,7 @@ async fn apply_status(
     s: &StatusEvent,
     now: i64,
 ) -> Result<Option<Vec<StatusChange>>, sqlx::Error> {
-    let by_ref = query(&REF_SQL)
+    let by_ref = query(ref_sql(conn))
         .bind(connection_id)
         .bind(&s.provider_message_id)
         .fetch_optional(&mut *conn)
@@ -290,7 +299,8 @@ async fn apply_status_with(
         error,
         at: s.occurred_at_ms.unwrap_or(now),
     };
-    // The message row read with the ref is still current: nothing above changed it.
+    // The message row read with the ref is still current: nothing above changed it, and
+    // where writers run concurrently the read locked it.
     let change = match &by_ref {
         Some(row) => Some(status::apply_to(conn, &message_id, row, &input).await?),
         None => status::apply(conn, &message_id, &input).await?,
@@ -426,6 +436,91 @@ mod tests {
             dedupe_key: token.into(),
             opted_out: false,
         })
+    }
+
+    /// Two receipts of one message applied at once by two PostgreSQL writers: `delivered`
+    /// first (not yet committed) and `sent` behind it. The `sent` transaction must decide
+    /// from `delivered` (waiting for the lock), not from the `queued` it could read before
+    /// the other commit, or its update would move the message back to `sent`.
+    #[tokio::test]
+    async fn concurrent_receipts_keep_the_status_monotonic_on_postgres() {
+        use crate::store::pg::PgConn;
+        let base = std::env::var("WEFT_TEST_PG_URL")
+            .or_else(|_| std::env::var("WEFT_TEST_DATABASE_URL"))
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        let name = format!("weft_ut_{}", ulid::Ulid::new().to_string().to_lowercase());
+        let mut admin = PgConn::connect(&base).await.expect("connect to PostgreSQL");
+        admin
+            .simple(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create database");
+        let mut url = url::Url::parse(&base).expect("URL");
+        url.set_path(&name);
+        let url = url.to_string();
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::AnyPool::connect(&url).await.expect("pool");
+        crate::store::POSTGRES_MIGRATOR
+            .run(&pool)
+            .await
+            .expect("migrate");
+        let setup = "INSERT INTO tenants (id, name, created_at) VALUES ('t', 't', 0);
+            INSERT INTO messages (id, tenant_id, conversation_id, direction, channel, to_addr, status, created_at, updated_at)
+              VALUES ('msg_1', 't', 'cnv_1', 'outbound', 'sms', '+12025550100', 'queued', 0, 0);
+            INSERT INTO provider_refs (connection_id, provider_message_id, message_id, attempt_id, part, status)
+              VALUES ('c', 'SM1', 'msg_1', 'att_1', 0, 'queued');";
+        sqlx::raw_sql(setup).execute(&pool).await.expect("setup");
+        let event = |status: DeliveryStatus, raw: &str| StatusEvent {
+            provider_message_id: "SM1".into(),
+            correlation: Default::default(),
+            status: Some(status),
+            raw_status: raw.into(),
+            error_code: None,
+            error_detail: None,
+            occurred_at_ms: None,
+            dedupe_key: raw.into(),
+            opted_out: false,
+        };
+        let mut first = PgConn::connect(&url).await.expect("first writer");
+        first.simple("BEGIN").await.expect("begin");
+        let delivered = event(DeliveryStatus::Delivered, "delivered");
+        apply_status(&mut Db::Pg(&mut first), "c", &delivered, 1)
+            .await
+            .expect("delivered");
+        let mut second = PgConn::connect(&url).await.expect("second writer");
+        let behind = tokio::spawn(async move {
+            second.simple("BEGIN").await.expect("begin");
+            let sent = event(DeliveryStatus::Sent, "sent");
+            let changes = apply_status(&mut Db::Pg(&mut second), "c", &sent, 2)
+                .await
+                .expect("sent");
+            second.simple("COMMIT").await.expect("commit");
+            changes
+        });
+        // Long enough for the second writer to read the message (or to wait for its lock).
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        first.simple("COMMIT").await.expect("commit");
+        let changes = behind.await.expect("second writer").expect("a message");
+        assert!(
+            !changes.iter().any(|c| c.moved),
+            "a late `sent` moved the status"
+        );
+        let status: (String,) = sqlx::query_as("SELECT status FROM messages WHERE id = 'msg_1'")
+            .fetch_one(&pool)
+            .await
+            .expect("status");
+        assert_eq!(status.0, "delivered");
+        let late: (i64,) = sqlx::query_as(
+            "SELECT CAST(applied AS BIGINT) FROM status_history WHERE message_id = 'msg_1' AND status = 'sent'",
+        )
+        .fetch_one(&pool)
+        .await
+        .expect("history of the late receipt");
+        assert_eq!(late.0, 0, "kept in history, not applied");
+        pool.close().await;
+        admin
+            .simple(&format!("DROP DATABASE {name} WITH (FORCE)"))
+            .await
+            .expect("drop database");
     }
 
     #[test]
