@@ -181,10 +181,14 @@ pub async fn end(conn: &mut Db<'_>, j: &AttemptEnd) -> Result<Vec<StatusChange>,
                 segments.map(i64::from).into(),
                 (&j.message_id).into(),
             ];
-            // The message's current state comes back for the state machine: from a `SELECT`
-            // on SQLite (see `Db::is_lite`), from the update's `RETURNING` elsewhere.
-            let update = if conn.is_lite() {
-                first.add(SENT_UPDATE, args);
+            // The message's current state comes back for the state machine: on SQLite (see
+            // `Db::is_lite`) from a `SELECT`, and the sent columns are written below in the
+            // status update (one `UPDATE` of the message, not two); elsewhere from this
+            // update's `RETURNING`, which also locks the row.
+            let lite = conn.is_lite();
+            let mut sent_args = None;
+            let update = if lite {
+                sent_args = Some(args);
                 first.add(status::CURRENT_SQL.as_str(), vec![(&j.message_id).into()])
             } else {
                 first.add(SENT_UPDATE_RETURNING.as_str(), args)
@@ -200,9 +204,21 @@ pub async fn end(conn: &mut Db<'_>, j: &AttemptEnd) -> Result<Vec<StatusChange>,
                 at: j.now,
             };
             let mut second = Script::new();
-            let planned = match &current {
-                Some(row) => Some(status::plan(&j.message_id, row, &input, &mut second)?),
-                None => None,
+            let planned = match (&current, sent_args) {
+                (Some(row), Some(mut args)) => {
+                    let p = status::plan_without_update(&j.message_id, row, &input, &mut second)?;
+                    match p.moved() {
+                        Some((to, at)) => {
+                            args.push(to.as_str().into());
+                            args.push(at.into());
+                            second.add(SENT_STATUS_UPDATE, args)
+                        }
+                        None => second.add(SENT_UPDATE, args),
+                    };
+                    Some(p)
+                }
+                (Some(row), None) => Some(status::plan(&j.message_id, row, &input, &mut second)?),
+                (None, _) => None,
             };
             match fallback_check_at {
                 Some(at) => second.add(
@@ -332,6 +348,9 @@ pub async fn end(conn: &mut Db<'_>, j: &AttemptEnd) -> Result<Vec<StatusChange>,
 
 /// A sent message's connection, sender and segments (`$1`…`$4`; `$5` the message).
 pub(crate) const SENT_UPDATE: &str = "UPDATE messages SET connection_id = $1, business_addr = $2, from_addr = COALESCE(from_addr, $3), segments = COALESCE(segments, $4) WHERE id = $5";
+
+/// [`SENT_UPDATE`] that also moves the status (`$6`) and `updated_at` (`$7`).
+pub(crate) const SENT_STATUS_UPDATE: &str = "UPDATE messages SET connection_id = $1, business_addr = $2, from_addr = COALESCE(from_addr, $3), segments = COALESCE(segments, $4), status = $6, updated_at = $7 WHERE id = $5";
 
 /// [`SENT_UPDATE`] answering the message's [`status::CURRENT_COLUMNS`].
 static SENT_UPDATE_RETURNING: std::sync::LazyLock<String> =

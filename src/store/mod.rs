@@ -436,6 +436,7 @@ mod tests {
             super::delivery::LITE_TRIES,
             super::delivery::LITE_ATTEMPT,
             super::delivery::SENT_UPDATE,
+            super::delivery::SENT_STATUS_UPDATE,
             super::status::CURRENT_SQL.as_str(),
             crate::threading::contacts::NEW_CONTACT_CONVERSATION,
         ];

@@ -98,6 +98,8 @@ pub struct Planned {
     /// The message's own `callback_url` and its signing secret.
     callback: Option<(String, String)>,
     at: i64,
+    /// The message's `updated_at` if the status moves.
+    updated_at: i64,
 }
 
 /// Adds the history row and, if the state machine moves, the message update to `script`.
@@ -106,6 +108,29 @@ pub fn plan(
     row: &AnyRow,
     input: &StatusInput<'_>,
     script: &mut Script,
+) -> Result<Planned, sqlx::Error> {
+    plan_then(message_id, row, input, script, true)
+}
+
+/// [`plan`] for a caller that updates the message row anyway: only the history row goes
+/// into `script`, and the caller sets `status` and `updated_at` from [`Planned::moved`] in
+/// its own `UPDATE` (one statement instead of two). Not for inputs with error fields.
+pub fn plan_without_update(
+    message_id: &str,
+    row: &AnyRow,
+    input: &StatusInput<'_>,
+    script: &mut Script,
+) -> Result<Planned, sqlx::Error> {
+    debug_assert!(input.error.is_none(), "error fields need plan's own update");
+    plan_then(message_id, row, input, script, false)
+}
+
+fn plan_then(
+    message_id: &str,
+    row: &AnyRow,
+    input: &StatusInput<'_>,
+    script: &mut Script,
+    update: bool,
 ) -> Result<Planned, sqlx::Error> {
     let current: String = row.try_get("status")?;
     let current = DeliveryStatus::from_str(&current).unwrap_or(DeliveryStatus::Accepted);
@@ -130,7 +155,7 @@ pub fn plan(
     // `at` may be the provider's own time (minute precision, other clocks): `updated_at` is
     // when weft changed the message, so it never goes back before `created_at`.
     let updated_at = crate::domain::now_ms().max(input.at);
-    if moved {
+    if moved && update {
         match &input.error {
             Some(e) if input.status.is_failure() => script.add(
                 "UPDATE messages SET status = $1, updated_at = $2, error_reason = $3, error_code = $4, error_detail = $5 WHERE id = $6",
@@ -177,6 +202,7 @@ pub fn plan(
         callback,
         event,
         at: input.at,
+        updated_at,
     })
 }
 
@@ -203,6 +229,13 @@ fn event_data(
 }
 
 impl Planned {
+    /// If the status moves: the new status and the message's `updated_at`.
+    pub fn moved(&self) -> Option<(DeliveryStatus, i64)> {
+        self.change
+            .moved
+            .then_some((self.change.status, self.updated_at))
+    }
+
     /// Queues the `message.status_updated` app event (if anyone subscribed) and the
     /// message's own status callback, and returns the change. Call after the script ran.
     pub async fn finish(self, conn: &mut Db<'_>) -> Result<StatusChange, sqlx::Error> {
