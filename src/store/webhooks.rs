@@ -449,7 +449,7 @@ mod tests {
             .or_else(|_| std::env::var("WEFT_TEST_DATABASE_URL"))
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
         let name = format!("weft_ut_{}", ulid::Ulid::new().to_string().to_lowercase());
-        let mut admin = PgConn::connect(&base).await.expect("connect to PostgreSQL");
+        let admin = PgConn::connect(&base).await.expect("connect to PostgreSQL");
         admin
             .simple(&format!("CREATE DATABASE {name}"))
             .await
