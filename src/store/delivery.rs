@@ -152,9 +152,10 @@ pub async fn end(conn: &mut Db<'_>, j: &AttemptEnd) -> Result<Vec<StatusChange>,
             segments,
             fallback_check_at,
         } => {
-            // Two round trips (one each on SQLite): the attempt, its provider ids and the
-            // message's connection/sender/segments, reading back what the state machine
-            // needs; then status, outbox and any receipts parked for these provider ids.
+            // Two round trips (none on SQLite): the attempt, its provider ids and the
+            // message's current state for the state machine (a read that locks the row where
+            // writers run concurrently); then history, one `UPDATE` of the message (sent
+            // columns, and the status if it moves), outbox and receipts parked for these ids.
             let mut first = Script::new();
             if let Some(a) = &j.attempt_id {
                 let conn_id = j.connection_id.as_deref().unwrap_or_default();
@@ -174,27 +175,16 @@ pub async fn end(conn: &mut Db<'_>, j: &AttemptEnd) -> Result<Vec<StatusChange>,
                     .or_else(|| s.strip_prefix("mailto:"))
                     .unwrap_or(s)
             });
-            let args = vec![
+            let mut args = vec![
                 (&j.connection_id).into(),
                 (&j.sender).into(),
                 sender_addr.into(),
                 segments.map(i64::from).into(),
                 (&j.message_id).into(),
             ];
-            // The message's current state comes back for the state machine: on SQLite (see
-            // `Db::is_lite`) from a `SELECT`, and the sent columns are written below in the
-            // status update (one `UPDATE` of the message, not two); elsewhere from this
-            // update's `RETURNING`, which also locks the row.
-            let lite = conn.is_lite();
-            let mut sent_args = None;
-            let update = if lite {
-                sent_args = Some(args);
-                first.add(status::CURRENT_SQL.as_str(), vec![(&j.message_id).into()])
-            } else {
-                first.add(SENT_UPDATE_RETURNING.as_str(), args)
-            };
+            let read = first.add(status::current_sql(conn), vec![(&j.message_id).into()]);
             let mut out = first.run(&mut *conn).await?;
-            let current = out.get_mut(update).and_then(|o| o.rows.pop());
+            let current = out.get_mut(read).and_then(|o| o.rows.pop());
             let input = StatusInput {
                 status: *status,
                 raw_status: None,
@@ -204,8 +194,8 @@ pub async fn end(conn: &mut Db<'_>, j: &AttemptEnd) -> Result<Vec<StatusChange>,
                 at: j.now,
             };
             let mut second = Script::new();
-            let planned = match (&current, sent_args) {
-                (Some(row), Some(mut args)) => {
+            let planned = match &current {
+                Some(row) => {
                     let p = status::plan_without_update(&j.message_id, row, &input, &mut second)?;
                     match p.moved() {
                         Some((to, at)) => {
@@ -217,8 +207,7 @@ pub async fn end(conn: &mut Db<'_>, j: &AttemptEnd) -> Result<Vec<StatusChange>,
                     };
                     Some(p)
                 }
-                (Some(row), None) => Some(status::plan(&j.message_id, row, &input, &mut second)?),
-                (None, _) => None,
+                None => None,
             };
             match fallback_check_at {
                 Some(at) => second.add(
@@ -351,10 +340,6 @@ pub(crate) const SENT_UPDATE: &str = "UPDATE messages SET connection_id = $1, bu
 
 /// [`SENT_UPDATE`] that also moves the status (`$6`) and `updated_at` (`$7`).
 pub(crate) const SENT_STATUS_UPDATE: &str = "UPDATE messages SET connection_id = $1, business_addr = $2, from_addr = COALESCE(from_addr, $3), segments = COALESCE(segments, $4), status = $6, updated_at = $7 WHERE id = $5";
-
-/// [`SENT_UPDATE`] answering the message's [`status::CURRENT_COLUMNS`].
-static SENT_UPDATE_RETURNING: std::sync::LazyLock<String> =
-    std::sync::LazyLock::new(|| format!("{SENT_UPDATE} RETURNING {}", status::CURRENT_COLUMNS));
 
 /// Whether a status callback already proved this attempt reached the provider.
 async fn reconciled(conn: &mut Db<'_>, attempt_id: Option<&str>) -> Result<bool, sqlx::Error> {
