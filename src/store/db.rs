@@ -104,6 +104,18 @@ impl Db<'_> {
         }
     }
 
+    /// `locked` (the same read with `FOR UPDATE`) where transactions run [concurrently],
+    /// `plain` elsewhere: the read that decides a write.
+    ///
+    /// [concurrently]: Db::concurrent
+    pub fn deciding_read<'s>(&self, plain: &'s str, locked: &'s str) -> &'s str {
+        if self.concurrent() {
+            locked
+        } else {
+            plain
+        }
+    }
+
     /// Runs SQL without parameters (`BEGIN`, `COMMIT`, …).
     pub async fn simple(&mut self, sql: &str) -> Result<(), sqlx::Error> {
         match self {

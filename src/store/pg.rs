@@ -179,6 +179,14 @@ pub(crate) fn pg_error(e: tokio_postgres::Error) -> sqlx::Error {
     driver_error(message, code.map(|c| c.code().to_string()), kind, e)
 }
 
+/// The PostgreSQL the unit tests use (as the integration tests: `WEFT_TEST_PG_URL`).
+#[cfg(test)]
+pub(crate) fn test_url() -> String {
+    std::env::var("WEFT_TEST_PG_URL")
+        .or_else(|_| std::env::var("WEFT_TEST_DATABASE_URL"))
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,17 +194,11 @@ mod tests {
     use crate::store::script::Script;
     use sqlx::Row;
 
-    fn url() -> String {
-        std::env::var("WEFT_TEST_PG_URL")
-            .or_else(|_| std::env::var("WEFT_TEST_DATABASE_URL"))
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-    }
-
     /// A pipelined script answers per statement, as sqlx would: rows affected, RETURNING
     /// rows, NULLs, `INT4`/`INT8`/`TEXT` columns; a failing statement fails the script.
     #[tokio::test]
     async fn a_pipelined_script_answers_per_statement() {
-        let mut conn = PgConn::connect(&url())
+        let mut conn = PgConn::connect(&test_url())
             .await
             .expect("connect to PostgreSQL");
         conn.simple(

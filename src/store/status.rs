@@ -53,11 +53,7 @@ pub static CURRENT_SQL_FOR_UPDATE: std::sync::LazyLock<String> =
 /// of one message applied at once cannot both decide from the same old status (the later
 /// commit would move a `delivered` message back to `sent`).
 pub fn current_sql(conn: &Db<'_>) -> &'static str {
-    if conn.concurrent() {
-        CURRENT_SQL_FOR_UPDATE.as_str()
-    } else {
-        CURRENT_SQL.as_str()
-    }
+    conn.deciding_read(&CURRENT_SQL, &CURRENT_SQL_FOR_UPDATE)
 }
 
 /// Applies `input` to the message; always records history. `None` if there is no such message.

@@ -146,11 +146,7 @@ static REF_SQL_FOR_UPDATE: LazyLock<String> =
     LazyLock::new(|| format!("{} FOR UPDATE OF m", REF_SQL.as_str()));
 
 fn ref_sql(conn: &Db<'_>) -> &'static str {
-    if conn.concurrent() {
-        REF_SQL_FOR_UPDATE.as_str()
-    } else {
-        REF_SQL.as_str()
-    }
+    conn.deciding_read(&REF_SQL, &REF_SQL_FOR_UPDATE)
 }
 
 /// Applies one receipt. `None`: no message known yet (park it).
@@ -445,9 +441,7 @@ mod tests {
     #[tokio::test]
     async fn concurrent_receipts_keep_the_status_monotonic_on_postgres() {
         use crate::store::pg::PgConn;
-        let base = std::env::var("WEFT_TEST_PG_URL")
-            .or_else(|_| std::env::var("WEFT_TEST_DATABASE_URL"))
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        let base = crate::store::pg::test_url();
         let name = format!("weft_ut_{}", ulid::Ulid::new().to_string().to_lowercase());
         let admin = PgConn::connect(&base).await.expect("connect to PostgreSQL");
         admin

@@ -61,11 +61,12 @@ impl Twilio {
             .user_agent(concat!("weft-twilio/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| spec.problem(format!("cannot build the HTTP client: {e}")))?;
-        let url = |resource: &str| {
-            reqwest::Url::parse(&cfg.resource_url(resource))
+        let url = |resource: request::Endpoint| {
+            reqwest::Url::parse(&cfg.resource_url(resource.path()))
                 .map_err(|e| spec.problem(format!("base_url does not make a valid URL: {e}")))
         };
-        let (messages_url, calls_url) = (url("Messages.json")?, url("Calls.json")?);
+        let messages_url = url(request::Endpoint::Messages)?;
+        let calls_url = url(request::Endpoint::Calls)?;
         let (user, pass) = cfg.basic_auth();
         let authorization = basic_authorization(user, pass)
             .map_err(|e| spec.problem(format!("credentials cannot form a header: {e}")))?;
@@ -78,16 +79,10 @@ impl Twilio {
         })
     }
 
-    fn url_of(&self, resource: &str) -> Result<reqwest::Url, SendError> {
+    fn url_of(&self, resource: request::Endpoint) -> &reqwest::Url {
         match resource {
-            "Messages.json" => Ok(self.messages_url.clone()),
-            "Calls.json" => Ok(self.calls_url.clone()),
-            other => reqwest::Url::parse(&self.cfg.resource_url(other)).map_err(|e| {
-                SendError::permanent(
-                    weft_provider::FailureReason::ProviderAuth,
-                    format!("the connection's base_url makes no valid URL: {e}"),
-                )
-            }),
+            request::Endpoint::Messages => &self.messages_url,
+            request::Endpoint::Calls => &self.calls_url,
         }
     }
 
@@ -113,7 +108,7 @@ impl Provider for Twilio {
         let req = request::build(&self.cfg, msg)?;
         let resp = self
             .client
-            .post(self.url_of(req.resource)?)
+            .post(self.url_of(req.resource).clone())
             .header(http::header::AUTHORIZATION, self.authorization.clone())
             .header(
                 http::header::CONTENT_TYPE,
@@ -137,11 +132,11 @@ impl Provider for Twilio {
             .map_err(|e| SendError::from_reqwest(&e))?;
         if status.is_success() {
             let receipt = request::receipt(&body)?;
-            tracing::debug!(resource = req.resource, sid = ?receipt.provider_ids.first(), "Twilio accepted the send.");
+            tracing::debug!(resource = req.resource.path(), sid = ?receipt.provider_ids.first(), "Twilio accepted the send.");
             Ok(receipt)
         } else {
             let err = errors::classify(status, &headers, &body);
-            tracing::debug!(resource = req.resource, status = status.as_u16(), code = ?err.provider_code(), "Twilio refused the send.");
+            tracing::debug!(resource = req.resource.path(), status = status.as_u16(), code = ?err.provider_code(), "Twilio refused the send.");
             Err(err)
         }
     }

@@ -10,11 +10,29 @@ use crate::config::TwilioConfig;
 use serde::Deserialize;
 use weft_provider::{Channel, FailureReason, OutboundMessage, SendError, SendReceipt};
 
+/// The REST resources a send posts to (each resource list's endpoint).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `Messages.json`: SMS and WhatsApp.
+    Messages,
+    /// `Calls.json`: voice.
+    Calls,
+}
+
+impl Endpoint {
+    /// The last path segment under the account.
+    pub fn path(self) -> &'static str {
+        match self {
+            Endpoint::Messages => "Messages.json",
+            Endpoint::Calls => "Calls.json",
+        }
+    }
+}
+
 /// One REST call to make: which resource and its form fields, in order (repeats allowed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TwilioRequest {
-    /// `Messages.json` or `Calls.json`.
-    pub resource: &'static str,
+    pub resource: Endpoint,
     pub form: Vec<(String, String)>,
 }
 
@@ -150,7 +168,7 @@ fn build_message(cfg: &TwilioConfig, msg: &OutboundMessage) -> Result<TwilioRequ
         push(&mut form, "StatusCallback", msg.status_callback_url.clone());
     }
     Ok(TwilioRequest {
-        resource: "Messages.json",
+        resource: Endpoint::Messages,
         form,
     })
 }
@@ -189,7 +207,7 @@ fn build_call(cfg: &TwilioConfig, msg: &OutboundMessage) -> Result<TwilioRequest
         }
     }
     Ok(TwilioRequest {
-        resource: "Calls.json",
+        resource: Endpoint::Calls,
         form,
     })
 }
