@@ -8,9 +8,9 @@ use std::time::Duration;
 pub fn delay(tries: u32, base: Duration, max: Duration, retry_after: Option<Duration>) -> Duration {
     let exp = base.saturating_mul(1u32 << tries.saturating_sub(1).min(20));
     let ceiling = exp.min(max);
-    let jittered = Duration::from_millis(
-        rand::thread_rng().gen_range(ceiling.as_millis() as u64 / 2..=ceiling.as_millis() as u64),
-    );
+    // Sampled as a `Duration`: whole milliseconds would round an odd ceiling's half down,
+    // a hair below the promised minimum.
+    let jittered = rand::thread_rng().gen_range(ceiling / 2..=ceiling);
     match retry_after {
         Some(ra) => jittered.max(ra.min(max)),
         None => jittered,
