@@ -44,6 +44,14 @@ pub fn new_id(kind: IdKind) -> String {
     format!("{}{}", kind.prefix(), id)
 }
 
+/// The smallest id of `kind` made at `ms` (Unix milliseconds): every id made before then
+/// sorts below it, every id made at or after it sorts at or above it. Lets time ranges of
+/// rows keyed by such ids be found through their primary key.
+pub fn floor_id(kind: IdKind, ms: i64) -> String {
+    let ms = u64::try_from(ms).unwrap_or(0);
+    format!("{}{}", kind.prefix(), ulid::Ulid::from_parts(ms, 0))
+}
+
 /// True when `s` looks like an id of `kind` (prefix and a well-formed ULID).
 pub fn is_id(kind: IdKind, s: &str) -> bool {
     s.strip_prefix(kind.prefix())
@@ -63,6 +71,16 @@ mod tests {
         assert!(is_id(IdKind::Message, &a));
         assert!(!is_id(IdKind::Conversation, &a));
         assert!(!is_id(IdKind::Message, "msg_nope"));
+    }
+
+    #[test]
+    fn floor_ids_split_ids_by_time() {
+        let before = crate::domain::now_ms();
+        let id = new_id(IdKind::Event);
+        let after = crate::domain::now_ms() + 1;
+        assert!(floor_id(IdKind::Event, before) <= id);
+        assert!(id < floor_id(IdKind::Event, after));
+        assert_eq!(floor_id(IdKind::Event, -5), floor_id(IdKind::Event, 0));
     }
 
     #[test]

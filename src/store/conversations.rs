@@ -311,6 +311,15 @@ impl Store {
     }
 }
 
+/// Deletes up to `$2` applied webhook events with ids below `$1` (the floor id of the cutoff).
+pub(crate) const PRUNE_EVENTS: &str = "DELETE FROM webhook_events WHERE id IN (SELECT id FROM webhook_events WHERE id < $1 AND processed = 1 LIMIT $2)";
+
+/// Where [`Store::prune`] cuts a table: below an id, or before a time.
+enum Cutoff {
+    Id(String),
+    Ms(i64),
+}
+
 impl Store {
     /// Deletes applied webhook events received before `events_before` and finished
     /// app-webhook deliveries created before `deliveries_before` (ms; `None` keeps them), in
@@ -322,21 +331,29 @@ impl Store {
     ) -> Result<u64, StoreError> {
         const CHUNK: i64 = 5000;
         let mut deleted = 0;
+        // Webhook events are found by id (made on arrival, ordered by time): no index on
+        // `received_at` to keep up at every receipt.
         let jobs = [
-            (events_before, "DELETE FROM webhook_events WHERE id IN (SELECT id FROM webhook_events WHERE processed = 1 AND received_at < $1 LIMIT $2)"),
-            (deliveries_before, "DELETE FROM app_webhook_deliveries WHERE id IN (SELECT id FROM app_webhook_deliveries WHERE status <> 'pending' AND created_at < $1 LIMIT $2)"),
+            (
+                events_before.map(|t| Cutoff::Id(ids::floor_id(IdKind::Event, t))),
+                PRUNE_EVENTS,
+            ),
+            (
+                deliveries_before.map(Cutoff::Ms),
+                "DELETE FROM app_webhook_deliveries WHERE id IN (SELECT id FROM app_webhook_deliveries WHERE status <> 'pending' AND created_at < $1 LIMIT $2)",
+            ),
         ];
         for (before, sql) in jobs {
             let Some(before) = before else { continue };
             // Bounded: at most 20 chunks per sweep; the next sweep takes the rest.
             for _ in 0..20 {
                 let mut conn = self.write_conn().await?;
-                let n = sqlx::query(sql)
-                    .bind(before)
-                    .bind(CHUNK)
-                    .execute(&mut *conn)
-                    .await?
-                    .rows_affected();
+                let q = sqlx::query(sql);
+                let q = match &before {
+                    Cutoff::Id(id) => q.bind(id.clone()),
+                    Cutoff::Ms(t) => q.bind(*t),
+                };
+                let n = q.bind(CHUNK).execute(&mut *conn).await?.rows_affected();
                 deleted += n;
                 if n < u64::try_from(CHUNK).unwrap_or(0) {
                     break;

@@ -378,19 +378,21 @@ pub(crate) fn json_col<T: serde::de::DeserializeOwned>(row: &AnyRow, col: &str) 
         .and_then(|s| serde_json::from_str(&s).ok())
 }
 
+/// The SQLite schema after every migration weft embeds, in memory.
+#[cfg(test)]
+pub(crate) fn migrated_in_memory() -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open_in_memory().expect("open");
+    for m in SQLITE_MIGRATOR.iter() {
+        conn.execute_batch(&m.sql)
+            .unwrap_or_else(|e| panic!("migration {}: {e}", m.version));
+    }
+    conn
+}
+
 #[cfg(test)]
 mod tests {
+    use super::migrated_in_memory as migrated;
     use super::sqlite_path;
-
-    /// The SQLite schema after every migration weft embeds, in memory.
-    fn migrated() -> rusqlite::Connection {
-        let conn = rusqlite::Connection::open_in_memory().expect("open");
-        for m in super::SQLITE_MIGRATOR.iter() {
-            conn.execute_batch(&m.sql)
-                .unwrap_or_else(|e| panic!("migration {}: {e}", m.version));
-        }
-        conn
-    }
 
     fn plan(conn: &rusqlite::Connection, sql: &str) -> String {
         let mut stmt = conn
@@ -402,10 +404,14 @@ mod tests {
         rows.filter_map(Result::ok).collect::<Vec<_>>().join("; ")
     }
 
-    /// The partial indexes (0009, 0010) still serve the lookups that compare with `=`.
+    /// The partial indexes (0009, 0010) still serve the lookups that compare with `=`, and
+    /// the index changes of 0011 leave no scan behind.
     #[test]
     fn lookups_use_the_partial_indexes() {
         let conn = migrated();
+        let prune = super::conversations::PRUNE_EVENTS
+            .replace("$1", "'evt_1'")
+            .replace("$2", "10");
         for (sql, index) in [
             (
                 "SELECT m.conversation_id FROM messages m WHERE m.tenant_id = 't' AND m.customer_identity = 'tel:+1' AND m.business_addr = 'tel:+2' AND m.direction = 'outbound' ORDER BY m.id DESC LIMIT 50",
@@ -418,6 +424,16 @@ mod tests {
             (
                 "SELECT id FROM messages WHERE connection_id = 'c' AND provider_message_id = 'p'",
                 "messages_inbound_pid",
+            ),
+            // 0011 dropped `outbox_due` and `webhook_events_applied_age`: the claim and the
+            // retention sweep still find their rows through an index.
+            (
+                "SELECT message_id FROM outbox WHERE available_at <= 1 AND lease_until < 1 ORDER BY priority, available_at LIMIT 5",
+                "outbox_due_priority",
+            ),
+            (
+                prune.as_str(),
+                "sqlite_autoindex_webhook_events_1 (id<?)",
             ),
         ] {
             let p = plan(&conn, sql);

@@ -43,8 +43,10 @@ pub async fn run(conn: &mut Db<'_>, job: &WebhookJob) -> Result<WebhookOutcome, 
             InboundEvent::Message(m) => Some(m.provider_message_id.as_str()),
             _ => None,
         };
-        // Stored as processed: a receipt that finds no message is marked parked below (same
-        // transaction), which is the rare case. A receipt's provider-id lookup (with the
+        // Stored as processed, without the event: a receipt that finds no message is marked
+        // parked below (same transaction), which is the rare case, and only a parked event is
+        // ever read back. An applied one is kept (for `retention.webhook_events_days`) only to
+        // recognise the provider's retries. A receipt's provider-id lookup (with the
         // message's current state) rides in the same round trip.
         let mut script = Script::new();
         script.add(
@@ -55,7 +57,7 @@ pub async fn run(conn: &mut Db<'_>, job: &WebhookJob) -> Result<WebhookOutcome, 
                 (&job.connection_id).into(),
                 (&job.kind).into(),
                 stored_dedupe_key(ev).into(),
-                serde_json::to_string(ev).unwrap_or_default().into(),
+                "".into(),
                 pid.into(),
                 now.into(),
             ],
@@ -99,7 +101,8 @@ pub async fn run(conn: &mut Db<'_>, job: &WebhookJob) -> Result<WebhookOutcome, 
             }
         };
         if !processed {
-            query("UPDATE webhook_events SET processed = 0 WHERE id = $1")
+            query("UPDATE webhook_events SET processed = 0, event = $1 WHERE id = $2")
+                .bind(serde_json::to_string(ev).unwrap_or_default())
                 .bind(&event_id)
                 .execute(&mut *conn)
                 .await?;
@@ -515,6 +518,69 @@ mod tests {
             .simple(&format!("DROP DATABASE {name} WITH (FORCE)"))
             .await
             .expect("drop database");
+    }
+
+    /// A receipt for a provider id weft has not recorded yet, without weft's ids: parked with
+    /// its event (applied events are stored without it), then applied when the send's answer
+    /// names that id. A retry of it meanwhile is a duplicate.
+    #[tokio::test]
+    async fn a_parked_receipt_keeps_its_event_until_it_is_applied() {
+        let mut conn = crate::store::migrated_in_memory();
+        conn.execute_batch(
+            "INSERT INTO tenants (id, name, created_at) VALUES ('t', 't', 0);
+             INSERT INTO messages (id, tenant_id, conversation_id, direction, channel, to_addr, status, created_at, updated_at)
+               VALUES ('msg_1', 't', 'cnv_1', 'outbound', 'sms', '+12025550100', 'queued', 0, 0);",
+        )
+        .expect("setup");
+        let cfg = crate::config::Config::from_toml("").expect("default config");
+        let job = WebhookJob {
+            connection_id: "c".into(),
+            kind: "status".into(),
+            tenant: "t".into(),
+            events: vec![receipt(None, "SM1:delivered")],
+            email: std::sync::Arc::new(crate::threading::EmailThreading {
+                domain: "example.com".into(),
+                inbound_domain: "example.com".into(),
+                secret: vec![1; 32],
+            }),
+            consent: crate::policy::consent::ConsentPolicy::new(cfg.consent),
+        };
+        let out = run(&mut Db::Lite(&mut conn), &job).await.expect("run");
+        assert_eq!((out.stored, out.parked), (1, 1));
+        let again = run(&mut Db::Lite(&mut conn), &job).await.expect("retry");
+        assert_eq!((again.stored, again.duplicates), (0, 1));
+        let event: String = conn
+            .query_row(
+                "SELECT event FROM webhook_events WHERE processed = 0",
+                [],
+                |r| r.get(0),
+            )
+            .expect("the parked event");
+        assert!(event.contains("SM1"), "{event}");
+
+        conn.execute_batch(
+            "INSERT INTO provider_refs (connection_id, provider_message_id, message_id, attempt_id, part, status)
+               VALUES ('c', 'SM1', 'msg_1', 'att_1', 0, 'queued');",
+        )
+        .expect("the send's answer");
+        let mut db = Db::Lite(&mut conn);
+        let rows = query(PARKED_SQL)
+            .bind("c")
+            .bind("SM1")
+            .fetch_all(&mut db)
+            .await
+            .expect("parked rows");
+        assert_eq!(rows.len(), 1);
+        let changes = apply_parked(&mut db, "c", rows).await.expect("apply");
+        assert!(changes.iter().any(|c| c.moved), "delivered is applied");
+        let (status, parked): (String, i64) = conn
+            .query_row(
+                "SELECT status, (SELECT COUNT(*) FROM webhook_events WHERE processed = 0) FROM messages WHERE id = 'msg_1'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .expect("state");
+        assert_eq!((status.as_str(), parked), ("delivered", 0));
     }
 
     #[test]

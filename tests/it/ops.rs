@@ -105,10 +105,13 @@ async fn retention_prunes_old_bookkeeping_only(b: Backend) {
     let events = app.count("SELECT COUNT(*) FROM webhook_events").await;
     assert!(events >= 8, "two receipts per message: {events}");
     // Age half of the applied events by two days, plus one parked event and two deliveries.
+    // An event's id is made when it arrives (pruning goes by id): an aged event gets the id it
+    // would have had then (the floor id of that millisecond, made unique by its old id).
     let old = weft::domain::now_ms() - 2 * 86_400_000;
+    let old_id = weft::domain::ids::floor_id(weft::domain::ids::IdKind::Event, old);
     let aged = app
         .exec(&format!(
-            "UPDATE webhook_events SET received_at = {old} WHERE provider_message_id IN
+            "UPDATE webhook_events SET received_at = {old}, id = '{old_id}' || id WHERE provider_message_id IN
                (SELECT provider_message_id FROM provider_refs WHERE message_id IN ('{}', '{}'))",
             ids[0], ids[1]
         ))
@@ -116,7 +119,7 @@ async fn retention_prunes_old_bookkeeping_only(b: Backend) {
     assert!(aged >= 4, "{aged}");
     app.exec(&format!(
         "INSERT INTO webhook_events (id, connection_id, kind, dedupe_key, event, provider_message_id, processed, received_at)
-         VALUES ('evt_parked', 'twilio-test', 'status', 'parked-1', '{{}}', 'SMnothing', 0, {old})"
+         VALUES ('{old_id}parked', 'twilio-test', 'status', 'parked-1', '{{}}', 'SMnothing', 0, {old})"
     ))
     .await;
     for (id, status) in [
@@ -163,8 +166,10 @@ async fn retention_prunes_old_bookkeeping_only(b: Backend) {
         "recent and parked events stay"
     );
     assert_eq!(
-        app.count("SELECT COUNT(*) FROM webhook_events WHERE id = 'evt_parked'")
-            .await,
+        app.count(&format!(
+            "SELECT COUNT(*) FROM webhook_events WHERE id = '{old_id}parked'"
+        ))
+        .await,
         1
     );
     assert_eq!(
