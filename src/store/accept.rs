@@ -34,7 +34,6 @@ pub enum AcceptOutcome {
 
 pub async fn run(conn: &mut Db<'_>, job: &AcceptJob) -> Result<AcceptOutcome, sqlx::Error> {
     let m = &job.msg;
-    let p = &m.policy;
     if let Some((key, hash)) = &job.idempotency {
         // The key is claimed before anything else is written. A concurrent request with the
         // same key in another writer's open transaction (PostgreSQL) makes the claim wait for
@@ -84,7 +83,6 @@ pub async fn run(conn: &mut Db<'_>, job: &AcceptJob) -> Result<AcceptOutcome, sq
         }
     }
 
-    let mut conversation_created = false;
     let conversation_id = match &m.conversation_id {
         Some(id) => {
             let found = query("SELECT id FROM conversations WHERE id = $1 AND tenant_id = $2 AND state <> 'closed'")
@@ -98,24 +96,88 @@ pub async fn run(conn: &mut Db<'_>, job: &AcceptJob) -> Result<AcceptOutcome, sq
             contacts::touch(conn, id, m.created_at).await?;
             id.clone()
         }
-        None => {
-            let contact =
-                contacts::contact_for(conn, &m.tenant_id, &m.identity, m.created_at).await?;
-            let (id, created) =
-                contacts::open_conversation(conn, &m.tenant_id, &contact, m.created_at).await?;
-            conversation_created = created;
-            id
-        }
+        None => match contacts::owner(conn, &m.tenant_id, &m.identity).await? {
+            Some(owner) => {
+                let contact = contacts::Found {
+                    id: owner,
+                    created: false,
+                };
+                open_conversation(conn, m, &contact).await?
+            }
+            None => {
+                // A new recipient: its contact, identity and first conversation, the message
+                // and its outbox row in one round trip. Another transaction may have claimed
+                // the address meanwhile (PostgreSQL, several writers): then this contact is
+                // undone and the message goes to the owner's conversation.
+                let mut script = Script::new();
+                let mut new =
+                    contacts::add_contact(&mut script, &m.tenant_id, &m.identity, m.created_at);
+                let conversation_id = new.add_conversation(&mut script, &m.tenant_id, m.created_at);
+                let body = answer(m, &conversation_id);
+                add_message(&mut script, job, &conversation_id, &body);
+                let out = script.run(&mut *conn).await?;
+                if new.claimed(&out) {
+                    crate::threading::conversation_created(
+                        conn,
+                        &m.tenant_id,
+                        &conversation_id,
+                        m.created_at,
+                    )
+                    .await?;
+                    return Ok(AcceptOutcome::Accepted {
+                        conversation_id,
+                        body,
+                    });
+                }
+                let mut undo = Script::new();
+                undo.add(DELETE_OUTBOX, vec![(&m.id).into()]);
+                undo.add(DELETE_MESSAGE, vec![(&m.id).into()]);
+                new.undo(&mut undo);
+                undo.run(&mut *conn).await?;
+                let contact =
+                    contacts::contact_for(conn, &m.tenant_id, &m.identity, m.created_at).await?;
+                open_conversation(conn, m, &contact).await?
+            }
+        },
     };
-    if conversation_created {
-        crate::threading::conversation_created(conn, &m.tenant_id, &conversation_id, m.created_at)
-            .await?;
-    }
 
-    // Message, outbox row and the idempotency key's answer: one round trip on SQLite.
-    let body =
-        serde_json::to_string(&MessageView::accepted(m, &conversation_id)).unwrap_or_default();
+    // Message, outbox row and the idempotency key's answer: one round trip.
+    let body = answer(m, &conversation_id);
     let mut script = Script::new();
+    add_message(&mut script, job, &conversation_id, &body);
+    script.run(&mut *conn).await?;
+    Ok(AcceptOutcome::Accepted {
+        conversation_id,
+        body,
+    })
+}
+
+/// The contact's open conversation (made, and announced, if it has none).
+async fn open_conversation(
+    conn: &mut Db<'_>,
+    m: &NewMessage,
+    contact: &contacts::Found,
+) -> Result<String, sqlx::Error> {
+    let (id, created) =
+        contacts::open_conversation(conn, &m.tenant_id, contact, m.created_at).await?;
+    if created {
+        crate::threading::conversation_created(conn, &m.tenant_id, &id, m.created_at).await?;
+    }
+    Ok(id)
+}
+
+/// The 202 answer's body (also the idempotency key's stored answer).
+fn answer(m: &NewMessage, conversation_id: &str) -> String {
+    serde_json::to_string(&MessageView::accepted(m, conversation_id)).unwrap_or_default()
+}
+
+const DELETE_OUTBOX: &str = "DELETE FROM outbox WHERE message_id = $1";
+const DELETE_MESSAGE: &str = "DELETE FROM messages WHERE id = $1";
+
+/// Adds the message row, its outbox row and the idempotency key's answer to `script`.
+fn add_message(script: &mut Script, job: &AcceptJob, conversation_id: &str, body: &str) {
+    let m = &job.msg;
+    let p = &m.policy;
     script.add(
         "INSERT INTO messages (id, tenant_id, conversation_id, direction, channel, to_addr, from_addr, body, subject, template, metadata, callback_url, encoding, segments, status, created_at, updated_at, customer_identity, email_message_id,
                                pinned_connection, fallback, fallback_after_ms, send_at, valid_until, priority, kind, fallback_success, callback_secret)
@@ -123,7 +185,7 @@ pub async fn run(conn: &mut Db<'_>, job: &AcceptJob) -> Result<AcceptOutcome, sq
         vec![
             (&m.id).into(),
             (&m.tenant_id).into(),
-            (&conversation_id).into(),
+            conversation_id.into(),
             m.channel.as_str().into(),
             (&m.to).into(),
             (&m.from).into(),
@@ -170,12 +232,95 @@ pub async fn run(conn: &mut Db<'_>, job: &AcceptJob) -> Result<AcceptOutcome, sq
     if let Some((key, _)) = &job.idempotency {
         script.add(
             "UPDATE idempotency_keys SET response_body = $1 WHERE tenant_id = $2 AND idem_key = $3",
-            vec![(&body).into(), (&m.tenant_id).into(), key.into()],
+            vec![body.into(), (&m.tenant_id).into(), key.into()],
         );
     }
-    script.run(&mut *conn).await?;
-    Ok(AcceptOutcome::Accepted {
-        conversation_id,
-        body,
-    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::ids::{new_id, IdKind};
+    use weft_provider::Channel;
+
+    fn job(to: &str) -> AcceptJob {
+        AcceptJob {
+            msg: NewMessage {
+                id: new_id(IdKind::Message),
+                tenant_id: "t".into(),
+                conversation_id: None,
+                channel: Channel::Sms,
+                to: to.into(),
+                identity: format!("tel:{to}"),
+                from: None,
+                body: Some("hi".into()),
+                subject: None,
+                template: None,
+                metadata: None,
+                callback_url: None,
+                callback_secret: None,
+                encoding: Some("GSM-7"),
+                segments: Some(1),
+                email_message_id: None,
+                created_at: now_ms(),
+                policy: Default::default(),
+            },
+            idempotency: None,
+            lease_token: "lease".into(),
+            lease_until: now_ms() + 60_000,
+        }
+    }
+
+    /// Two PostgreSQL writers accept the first messages to one new number at once: both
+    /// see no contact, both write a contact, identity, conversation and message in one
+    /// round trip; the second's identity waits for the first's commit and loses. Its
+    /// contact and conversation are undone and its message joins the winner's
+    /// conversation: one contact, one conversation, two messages, both in the outbox.
+    #[tokio::test]
+    async fn racing_first_messages_to_a_new_number_share_one_contact_on_postgres() {
+        let db = crate::store::pg::TestDb::new().await;
+        sqlx::raw_sql("INSERT INTO tenants (id, name, created_at) VALUES ('t', 't', 0)")
+            .execute(&db.pool)
+            .await
+            .expect("tenant");
+        let mut first = db.writer().await;
+        first.simple("BEGIN").await.expect("begin");
+        let a = match run(&mut Db::Pg(&mut first), &job("+12025550199")).await {
+            Ok(AcceptOutcome::Accepted {
+                conversation_id, ..
+            }) => conversation_id,
+            _ => panic!("first accept"),
+        };
+        let mut second = db.writer().await;
+        let behind = tokio::spawn(async move {
+            second.simple("BEGIN").await.expect("begin");
+            let out = run(&mut Db::Pg(&mut second), &job("+12025550199")).await;
+            second.simple("COMMIT").await.expect("commit");
+            match out {
+                Ok(AcceptOutcome::Accepted {
+                    conversation_id, ..
+                }) => conversation_id,
+                _ => panic!("second accept"),
+            }
+        });
+        // Long enough for the second writer to reach the identity insert and wait there.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        first.simple("COMMIT").await.expect("commit");
+        let b = behind.await.expect("second writer");
+        assert_eq!(a, b, "both messages in the winner's conversation");
+        for (sql, want) in [
+            ("SELECT COUNT(*) FROM contacts", 1),
+            ("SELECT COUNT(*) FROM identities", 1),
+            ("SELECT COUNT(*) FROM conversations", 1),
+            ("SELECT COUNT(*) FROM messages", 2),
+            ("SELECT COUNT(*) FROM outbox", 2),
+        ] {
+            let n: (i64,) = sqlx::query_as(sql)
+                .fetch_one(&db.pool)
+                .await
+                .expect("count");
+            assert_eq!(n.0, want, "{sql}");
+        }
+        db.drop_db().await;
+    }
 }

@@ -187,6 +187,58 @@ pub(crate) fn test_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
+/// A fresh, migrated PostgreSQL database for one unit test; dropped by [`TestDb::drop_db`]
+/// (a test that fails midway leaves its `weft_ut_*` database behind, as the integration
+/// suite's do).
+#[cfg(test)]
+pub(crate) struct TestDb {
+    pub url: String,
+    pub pool: sqlx::AnyPool,
+    admin: PgConn,
+    name: String,
+}
+
+#[cfg(test)]
+impl TestDb {
+    pub async fn new() -> TestDb {
+        let base = test_url();
+        let name = format!("weft_ut_{}", ulid::Ulid::new().to_string().to_lowercase());
+        let admin = PgConn::connect(&base).await.expect("connect to PostgreSQL");
+        admin
+            .simple(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create database");
+        let mut url = url::Url::parse(&base).expect("URL");
+        url.set_path(&name);
+        let url = url.to_string();
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::AnyPool::connect(&url).await.expect("pool");
+        crate::store::POSTGRES_MIGRATOR
+            .run(&pool)
+            .await
+            .expect("migrate");
+        TestDb {
+            url,
+            pool,
+            admin,
+            name,
+        }
+    }
+
+    /// A writer connection of its own.
+    pub async fn writer(&self) -> PgConn {
+        PgConn::connect(&self.url).await.expect("writer connection")
+    }
+
+    pub async fn drop_db(self) {
+        self.pool.close().await;
+        self.admin
+            .simple(&format!("DROP DATABASE {} WITH (FORCE)", self.name))
+            .await
+            .expect("drop database");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

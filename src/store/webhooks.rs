@@ -443,29 +443,14 @@ mod tests {
     /// the other commit, or its update would move the message back to `sent`.
     #[tokio::test]
     async fn concurrent_receipts_keep_the_status_monotonic_on_postgres() {
-        use crate::store::pg::PgConn;
-        let base = crate::store::pg::test_url();
-        let name = format!("weft_ut_{}", ulid::Ulid::new().to_string().to_lowercase());
-        let admin = PgConn::connect(&base).await.expect("connect to PostgreSQL");
-        admin
-            .simple(&format!("CREATE DATABASE {name}"))
-            .await
-            .expect("create database");
-        let mut url = url::Url::parse(&base).expect("URL");
-        url.set_path(&name);
-        let url = url.to_string();
-        sqlx::any::install_default_drivers();
-        let pool = sqlx::AnyPool::connect(&url).await.expect("pool");
-        crate::store::POSTGRES_MIGRATOR
-            .run(&pool)
-            .await
-            .expect("migrate");
+        let db = crate::store::pg::TestDb::new().await;
+        let pool = &db.pool;
         let setup = "INSERT INTO tenants (id, name, created_at) VALUES ('t', 't', 0);
             INSERT INTO messages (id, tenant_id, conversation_id, direction, channel, to_addr, status, created_at, updated_at)
               VALUES ('msg_1', 't', 'cnv_1', 'outbound', 'sms', '+12025550100', 'queued', 0, 0);
             INSERT INTO provider_refs (connection_id, provider_message_id, message_id, attempt_id, part, status)
               VALUES ('c', 'SM1', 'msg_1', 'att_1', 0, 'queued');";
-        sqlx::raw_sql(setup).execute(&pool).await.expect("setup");
+        sqlx::raw_sql(setup).execute(pool).await.expect("setup");
         let event = |status: DeliveryStatus, raw: &str| StatusEvent {
             provider_message_id: "SM1".into(),
             correlation: Default::default(),
@@ -477,13 +462,13 @@ mod tests {
             dedupe_key: raw.into(),
             opted_out: false,
         };
-        let mut first = PgConn::connect(&url).await.expect("first writer");
+        let mut first = db.writer().await;
         first.simple("BEGIN").await.expect("begin");
         let delivered = event(DeliveryStatus::Delivered, "delivered");
         apply_status(&mut Db::Pg(&mut first), "c", &delivered, 1)
             .await
             .expect("delivered");
-        let mut second = PgConn::connect(&url).await.expect("second writer");
+        let mut second = db.writer().await;
         let behind = tokio::spawn(async move {
             second.simple("BEGIN").await.expect("begin");
             let sent = event(DeliveryStatus::Sent, "sent");
@@ -502,22 +487,18 @@ mod tests {
             "a late `sent` moved the status"
         );
         let status: (String,) = sqlx::query_as("SELECT status FROM messages WHERE id = 'msg_1'")
-            .fetch_one(&pool)
+            .fetch_one(pool)
             .await
             .expect("status");
         assert_eq!(status.0, "delivered");
         let late: (i64,) = sqlx::query_as(
             "SELECT CAST(applied AS BIGINT) FROM status_history WHERE message_id = 'msg_1' AND status = 'sent'",
         )
-        .fetch_one(&pool)
+        .fetch_one(pool)
         .await
         .expect("history of the late receipt");
         assert_eq!(late.0, 0, "kept in history, not applied");
-        pool.close().await;
-        admin
-            .simple(&format!("DROP DATABASE {name} WITH (FORCE)"))
-            .await
-            .expect("drop database");
+        db.drop_db().await;
     }
 
     /// A receipt for a provider id weft has not recorded yet, without weft's ids: parked with

@@ -62,8 +62,76 @@ pub async fn contact_for(
     if let Some(id) = owner(conn, tenant_id, identity).await? {
         return Ok(Found { id, created: false });
     }
-    let contact = ids::new_id(IdKind::Contact);
     let mut script = Script::new();
+    let new = add_contact(&mut script, tenant_id, identity, now);
+    let out = script.run(&mut *conn).await?;
+    if new.claimed(&out) {
+        return Ok(Found {
+            id: new.contact,
+            created: true,
+        });
+    }
+    // Another writer's transaction claimed the address first: its contact is the owner.
+    let mut undo = Script::new();
+    new.undo(&mut undo);
+    undo.run(&mut *conn).await?;
+    let id = owner(conn, tenant_id, identity)
+        .await?
+        .unwrap_or(new.contact);
+    Ok(Found { id, created: false })
+}
+
+/// A contact added to a [`Script`] by [`add_contact`], not yet known to own its address.
+pub struct NewContact {
+    pub contact: String,
+    /// Its first conversation, when added with [`NewContact::add_conversation`].
+    pub conversation: Option<String>,
+    identity_insert: usize,
+}
+
+impl NewContact {
+    /// Whether the address became this contact's: `false` when another transaction's
+    /// contact already owned it (the identity insert did nothing).
+    pub fn claimed(&self, out: &[crate::store::script::Out]) -> bool {
+        out.get(self.identity_insert).map_or(0, |o| o.rows_affected) == 1
+    }
+
+    /// Adds the contact's first conversation (a new contact has none, open or closed, so a
+    /// plain insert; see [`open_conversation`]). Returns its id.
+    pub fn add_conversation(&mut self, script: &mut Script, tenant_id: &str, now: i64) -> String {
+        let id = ids::new_id(IdKind::Conversation);
+        script.add(
+            NEW_CONTACT_CONVERSATION,
+            vec![
+                (&id).into(),
+                tenant_id.into(),
+                (&self.contact).into(),
+                binding_key(tenant_id, &self.contact).into(),
+                now.into(),
+                now.into(),
+            ],
+        );
+        self.conversation = Some(id.clone());
+        id
+    }
+
+    /// Deletes what [`add_contact`] (and [`NewContact::add_conversation`]) wrote, when the
+    /// address turned out to be owned already. Rows that point at them go first.
+    pub fn undo(&self, script: &mut Script) {
+        if let Some(c) = &self.conversation {
+            script.add("DELETE FROM conversations WHERE id = $1", vec![c.into()]);
+        }
+        script.add(
+            "DELETE FROM contacts WHERE id = $1",
+            vec![(&self.contact).into()],
+        );
+    }
+}
+
+/// Adds a new contact owning `identity` to `script`: the contact, and its identity unless
+/// the address already has a live owner (unique index; see [`NewContact::claimed`]).
+pub fn add_contact(script: &mut Script, tenant_id: &str, identity: &str, now: i64) -> NewContact {
+    let contact = ids::new_id(IdKind::Contact);
     script.add(
         "INSERT INTO contacts (id, tenant_id, created_at) VALUES ($1, $2, $3)",
         vec![(&contact).into(), tenant_id.into(), now.into()],
@@ -80,24 +148,11 @@ pub async fn contact_for(
             now.into(),
         ],
     );
-    let inserted = script
-        .run(&mut *conn)
-        .await?
-        .get(identity_insert)
-        .map_or(0, |o| o.rows_affected);
-    if inserted == 1 {
-        return Ok(Found {
-            id: contact,
-            created: true,
-        });
+    NewContact {
+        contact,
+        conversation: None,
+        identity_insert,
     }
-    // Another writer's transaction claimed the address first: its contact is the owner.
-    query("DELETE FROM contacts WHERE id = $1")
-        .bind(&contact)
-        .execute(&mut *conn)
-        .await?;
-    let id = owner(conn, tenant_id, identity).await?.unwrap_or(contact);
-    Ok(Found { id, created: false })
 }
 
 /// A new contact's first conversation (`$4`: [`binding_key`]).
