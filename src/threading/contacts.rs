@@ -83,9 +83,9 @@ pub async fn contact_for(
 
 /// A contact added to a [`Script`] by [`add_contact`], not yet known to own its address.
 pub struct NewContact {
-    pub contact: String,
+    contact: String,
     /// Its first conversation, when added with [`NewContact::add_conversation`].
-    pub conversation: Option<String>,
+    conversation: Option<String>,
     identity_insert: usize,
 }
 
@@ -99,18 +99,7 @@ impl NewContact {
     /// Adds the contact's first conversation (a new contact has none, open or closed, so a
     /// plain insert; see [`open_conversation`]). Returns its id.
     pub fn add_conversation(&mut self, script: &mut Script, tenant_id: &str, now: i64) -> String {
-        let id = ids::new_id(IdKind::Conversation);
-        script.add(
-            NEW_CONTACT_CONVERSATION,
-            vec![
-                (&id).into(),
-                tenant_id.into(),
-                (&self.contact).into(),
-                binding_key(tenant_id, &self.contact).into(),
-                now.into(),
-                now.into(),
-            ],
-        );
+        let id = add_first_conversation(script, tenant_id, &self.contact, now);
         self.conversation = Some(id.clone());
         id
     }
@@ -158,6 +147,28 @@ pub fn add_contact(script: &mut Script, tenant_id: &str, identity: &str, now: i6
 /// A new contact's first conversation (`$4`: [`binding_key`]).
 pub(crate) const NEW_CONTACT_CONVERSATION: &str = "INSERT INTO conversations (id, tenant_id, contact_id, binding_key, state, created_at, last_activity_at) VALUES ($1, $2, $3, $4, 'open', $5, $6)";
 
+/// Adds a new contact's first conversation to `script`; returns its id.
+fn add_first_conversation(
+    script: &mut Script,
+    tenant_id: &str,
+    contact_id: &str,
+    now: i64,
+) -> String {
+    let id = ids::new_id(IdKind::Conversation);
+    script.add(
+        NEW_CONTACT_CONVERSATION,
+        vec![
+            (&id).into(),
+            tenant_id.into(),
+            contact_id.into(),
+            binding_key(tenant_id, contact_id).into(),
+            now.into(),
+            now.into(),
+        ],
+    );
+    id
+}
+
 /// The contact's open (or inactive, which reopens) conversation, or a new one linked to its
 /// last closed conversation. Returns `(id, created)`.
 pub async fn open_conversation(
@@ -167,22 +178,16 @@ pub async fn open_conversation(
     now: i64,
 ) -> Result<(String, bool), sqlx::Error> {
     let contact_id = contact.id.as_str();
-    let fresh = ids::new_id(IdKind::Conversation);
     if contact.created {
         // A contact made in this transaction has no conversation yet, open or closed (the
         // binding key names the contact): a plain insert. The upsert below, with its lookup
         // of a closed predecessor and its `RETURNING`, costs SQLite two temporary tables.
-        query(NEW_CONTACT_CONVERSATION)
-            .bind(&fresh)
-            .bind(tenant_id)
-            .bind(contact_id)
-            .bind(binding_key(tenant_id, contact_id))
-            .bind(now)
-            .bind(now)
-            .execute(&mut *conn)
-            .await?;
-        return Ok((fresh, true));
+        let mut script = Script::new();
+        let id = add_first_conversation(&mut script, tenant_id, contact_id, now);
+        script.run(&mut *conn).await?;
+        return Ok((id, true));
     }
+    let fresh = ids::new_id(IdKind::Conversation);
     let row = query(
         "INSERT INTO conversations (id, tenant_id, contact_id, binding_key, state, previous_conversation_id, created_at, last_activity_at)
          VALUES ($1, $2, $3, $4, 'open',
