@@ -260,6 +260,20 @@ fn run_lite(
     args: &[Val],
     want_rows: bool,
 ) -> Result<(Executed, Vec<AnyRow>), rusqlite::Error> {
+    #[cfg(feature = "sql-stats")]
+    let started = std::time::Instant::now();
+    let out = run_lite_untimed(conn, sql, args, want_rows);
+    #[cfg(feature = "sql-stats")]
+    super::sql_stats::record(sql, started.elapsed());
+    out
+}
+
+fn run_lite_untimed(
+    conn: &rusqlite::Connection,
+    sql: &str,
+    args: &[Val],
+    want_rows: bool,
+) -> Result<(Executed, Vec<AnyRow>), rusqlite::Error> {
     let mut stmt = conn.prepare_cached(sql)?;
     let shape = lite_shape(sql, &stmt);
     for (i, v) in args.iter().enumerate() {

@@ -18,6 +18,8 @@ mod delivery;
 mod pg;
 mod read;
 pub(crate) mod script;
+#[cfg(feature = "sql-stats")]
+mod sql_stats;
 pub mod sqlite_alloc;
 mod status;
 mod tenants;
