@@ -4,9 +4,9 @@
 --   It cost an index insert at accept and a delete at the send's end.
 -- * Applied webhook events are pruned by their id (`evt_` + a ULID made when the event was
 --   received, so ids order by arrival) instead of by an index on `received_at`, which cost
---   an insert per receipt, three per message.
+--   an insert per receipt (two per message with the simulator: `sent`, `delivered`).
 -- * `status_history` keeps its integer key without AUTOINCREMENT, which read and rewrote the
---   `sqlite_sequence` row on every insert (four per message). Rows are never deleted, so a
+--   `sqlite_sequence` row on every insert (three per message). Rows are never deleted, so a
 --   new row still gets a larger id than every row before it, and history ordered by id stays
 --   in insertion order. SQLite cannot drop AUTOINCREMENT in place: the table is copied.
 DROP INDEX IF EXISTS outbox_due;
