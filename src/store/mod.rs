@@ -477,6 +477,59 @@ mod tests {
         assert!(ephemeral(&returning));
     }
 
+    /// 0011 copies `status_history` to drop AUTOINCREMENT: every row keeps its id and
+    /// fields, and new rows still get ids above all earlier ones.
+    #[test]
+    fn migration_0011_keeps_the_status_history() {
+        let conn = rusqlite::Connection::open_in_memory().expect("open");
+        let (before, after): (Vec<_>, Vec<_>) =
+            super::SQLITE_MIGRATOR.iter().partition(|m| m.version < 11);
+        for m in before {
+            conn.execute_batch(&m.sql).expect("migration before 0011");
+        }
+        conn.execute_batch(
+            "INSERT INTO status_history (message_id, status, raw_status, applied, occurred_at) VALUES
+               ('msg_a', 'queued', NULL, 1, 1), ('msg_b', 'sent', 'sent', 1, 2),
+               ('msg_a', 'delivered', 'delivered', 0, 3);
+             DELETE FROM status_history WHERE id = 2;",
+        )
+        .expect("history");
+        let rows = |conn: &rusqlite::Connection| -> Vec<(i64, String, String, i64)> {
+            let mut stmt = conn
+                .prepare("SELECT id, message_id, status, applied FROM status_history ORDER BY id")
+                .expect("select");
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                .expect("rows")
+                .filter_map(Result::ok)
+                .collect()
+        };
+        let kept = rows(&conn);
+        for m in after {
+            conn.execute_batch(&m.sql)
+                .expect("migration 0011 and later");
+        }
+        assert_eq!(rows(&conn), kept);
+        conn.execute_batch(
+            "INSERT INTO status_history (message_id, status, applied, occurred_at) VALUES ('msg_c', 'queued', 1, 4)",
+        )
+        .expect("insert");
+        let ids: Vec<i64> = rows(&conn).iter().map(|r| r.0).collect();
+        assert_eq!(ids, vec![1, 3, 4]);
+        let sql: String = conn
+            .query_row(
+                "SELECT sql FROM sqlite_master WHERE name = 'status_history'",
+                [],
+                |r| r.get(0),
+            )
+            .expect("schema");
+        assert!(!sql.to_uppercase().contains("AUTOINCREMENT"), "{sql}");
+        let p = plan(
+            &conn,
+            "SELECT status FROM status_history WHERE message_id = 'msg_a' ORDER BY id",
+        );
+        assert!(p.contains("status_history_message"), "{p}");
+    }
+
     #[test]
     fn the_sqlite_writer_opens_the_file_sqlx_opens() {
         assert_eq!(sqlite_path("sqlite://weft.db?mode=rwc"), "weft.db");
