@@ -31,7 +31,7 @@ pub async fn app_event(
     conn: &mut Db<'_>,
     tenant_id: &str,
     event_type: &str,
-    data: &serde_json::Value,
+    data: impl FnOnce() -> serde_json::Value,
     now_ms: i64,
 ) -> Result<(), sqlx::Error> {
     crate::app_webhooks::enqueue(conn, tenant_id, event_type, data, now_ms).await

@@ -130,7 +130,7 @@ pub async fn run(conn: &mut Db<'_>, job: &AcceptJob) -> Result<AcceptOutcome, sq
                     });
                 }
                 let mut undo = Script::new();
-                undo.add(DELETE_OUTBOX, vec![(&m.id).into()]);
+                undo.add(super::delivery::DELETE_OUTBOX, vec![(&m.id).into()]);
                 undo.add(DELETE_MESSAGE, vec![(&m.id).into()]);
                 new.undo(&mut undo);
                 undo.run(&mut *conn).await?;
@@ -171,7 +171,6 @@ fn answer(m: &NewMessage, conversation_id: &str) -> String {
     serde_json::to_string(&MessageView::accepted(m, conversation_id)).unwrap_or_default()
 }
 
-const DELETE_OUTBOX: &str = "DELETE FROM outbox WHERE message_id = $1";
 const DELETE_MESSAGE: &str = "DELETE FROM messages WHERE id = $1";
 
 /// Adds the message row, its outbox row and the idempotency key's answer to `script`.

@@ -408,12 +408,12 @@ async fn close_in(
         .bind(id)
         .execute(&mut *conn)
         .await?;
-    let data = serde_json::json!({ "id": id, "state": "closed", "closed_at": rfc3339(now) });
+    let data = || serde_json::json!({ "id": id, "state": "closed", "closed_at": rfc3339(now) });
     crate::events::app_event(
         &mut Db::Any(&mut *conn),
         tenant_id,
         "conversation.closed",
-        &data,
+        data,
         now,
     )
     .await

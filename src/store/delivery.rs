@@ -503,7 +503,7 @@ fn refs_in(
     }
 }
 
-const DELETE_OUTBOX: &str = "DELETE FROM outbox WHERE message_id = $1";
+pub(crate) const DELETE_OUTBOX: &str = "DELETE FROM outbox WHERE message_id = $1";
 
 pub(crate) async fn delete_outbox(conn: &mut Db<'_>, message_id: &str) -> Result<(), sqlx::Error> {
     query(DELETE_OUTBOX)

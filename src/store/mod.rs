@@ -380,14 +380,20 @@ pub(crate) fn json_col<T: serde::de::DeserializeOwned>(row: &AnyRow, col: &str) 
         .and_then(|s| serde_json::from_str(&s).ok())
 }
 
-/// The SQLite schema after every migration weft embeds, in memory.
+/// Applies every migration weft embeds to a SQLite connection (tests).
 #[cfg(test)]
-pub(crate) fn migrated_in_memory() -> rusqlite::Connection {
-    let conn = rusqlite::Connection::open_in_memory().expect("open");
+pub(crate) fn migrate_lite(conn: &rusqlite::Connection) {
     for m in SQLITE_MIGRATOR.iter() {
         conn.execute_batch(&m.sql)
             .unwrap_or_else(|e| panic!("migration {}: {e}", m.version));
     }
+}
+
+/// The SQLite schema after every migration weft embeds, in memory.
+#[cfg(test)]
+pub(crate) fn migrated_in_memory() -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open_in_memory().expect("open");
+    migrate_lite(&conn);
     conn
 }
 

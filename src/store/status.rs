@@ -256,7 +256,7 @@ impl Planned {
                 conn,
                 &self.change.tenant_id,
                 "message.status_updated",
-                data,
+                || data.clone(),
                 self.at,
             )
             .await?;

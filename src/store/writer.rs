@@ -432,11 +432,7 @@ mod tests {
     async fn the_sqlite_writer_survives_a_panicking_job() {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("w.db").to_string_lossy().into_owned();
-        let conn = open_lite(&path).expect("open");
-        for m in super::super::SQLITE_MIGRATOR.iter() {
-            conn.execute_batch(&m.sql).expect("migration");
-        }
-        drop(conn);
+        super::super::migrate_lite(&open_lite(&path).expect("open"));
         let gate = Arc::new(Mutex::new(()));
         let writer = Writer::start(Engine::Sqlite { path, gate }, 64).expect("writer");
         let tenant = |name: &str| {

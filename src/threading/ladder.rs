@@ -374,12 +374,14 @@ async fn store_message(
     .bind(&inb.provider_id)
     .execute(&mut *conn)
     .await?;
-    let data = serde_json::json!({
-        "id": id, "conversation_id": conversation_id, "direction": "inbound", "channel": inb.channel.as_str(),
-        "from": bare(&inb.customer), "to": bare(&inb.business), "body": inb.body, "subject": inb.subject,
-        "threading": threading,
-    });
-    crate::events::app_event(conn, tenant_id, "message.received", &data, now).await?;
+    let data = || {
+        serde_json::json!({
+            "id": id, "conversation_id": conversation_id, "direction": "inbound", "channel": inb.channel.as_str(),
+            "from": bare(&inb.customer), "to": bare(&inb.business), "body": inb.body, "subject": inb.subject,
+            "threading": threading,
+        })
+    };
+    crate::events::app_event(conn, tenant_id, "message.received", data, now).await?;
     Ok(id)
 }
 

@@ -79,10 +79,6 @@ pub async fn conversation_created(
     conversation_id: &str,
     now: i64,
 ) -> Result<(), sqlx::Error> {
-    // Most tenants have no endpoint: skip the event's JSON then (one per new recipient).
-    if !crate::app_webhooks::may_have_endpoints(tenant_id) {
-        return Ok(());
-    }
-    let data = serde_json::json!({ "id": conversation_id, "state": "open" });
-    crate::events::app_event(conn, tenant_id, "conversation.created", &data, now).await
+    let data = || serde_json::json!({ "id": conversation_id, "state": "open" });
+    crate::events::app_event(conn, tenant_id, "conversation.created", data, now).await
 }
