@@ -10,7 +10,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, Uri};
 use axum::response::{IntoResponse, Response};
-use weft_provider::{InboundEvent, WebhookAck, WebhookRequest};
+use weft_provider::{InboundEvent, WebhookAck, WebhookError, WebhookRequest};
 
 /// Receive a provider webhook (status callback, inbound message, call).
 #[utoipa::path(
@@ -69,16 +69,16 @@ pub async fn receive(
             };
         }
     }
-    if let Err(e) = live.provider.verify(&req) {
-        ::metrics::counter!(crate::metrics::WEBHOOK_SIGNATURE_FAILURES, "provider" => label)
-            .increment(1);
-        tracing::warn!(connection = %connection_id, kind = %kind, error = %e, "Rejected a webhook with a bad signature.");
-        return Err(ApiError::Forbidden(e.to_string()));
-    }
-    let events = live
-        .provider
-        .parse(&req)
-        .map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+    let events = match live.provider.verify_then_parse(&req) {
+        Ok(events) => events,
+        Err(WebhookError::Verify(e)) => {
+            ::metrics::counter!(crate::metrics::WEBHOOK_SIGNATURE_FAILURES, "provider" => label)
+                .increment(1);
+            tracing::warn!(connection = %connection_id, kind = %kind, error = %e, "Rejected a webhook with a bad signature.");
+            return Err(ApiError::Forbidden(e.to_string()));
+        }
+        Err(WebhookError::Parse(e)) => return Err(ApiError::MalformedJson(e.to_string())),
+    };
     for ev in &events {
         let channel = match ev {
             InboundEvent::Message(m) => Some(m.channel.as_str()),

@@ -221,6 +221,15 @@ pub enum VerifyError {
     NotConfigured,
 }
 
+/// Why a webhook was not turned into events: its signature (answer 403) or its body (400).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WebhookError {
+    #[error(transparent)]
+    Verify(#[from] VerifyError),
+    #[error(transparent)]
+    Parse(#[from] ParseError),
+}
+
 /// A verified webhook whose body we cannot read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("cannot parse {what}: {detail}")]

@@ -17,7 +17,7 @@ pub mod verify;
 mod webhook;
 
 pub use channel::{Channel, ProviderKind};
-pub use error::{ConfigError, FailureReason, ParseError, SendError, VerifyError};
+pub use error::{ConfigError, FailureReason, ParseError, SendError, VerifyError, WebhookError};
 pub use event::{
     CallEvent, ConsentAction, ConsentEvent, Correlation, EmailHeaders, InboundEvent,
     InboundMessage, Media, StatusEvent,
@@ -61,6 +61,13 @@ pub trait Provider: Send + Sync {
 
     /// Turns a verified webhook into normalized events (statuses, inbound messages, calls).
     fn parse(&self, req: &WebhookRequest) -> Result<Vec<InboundEvent>, ParseError>;
+
+    /// [`Provider::verify`], then [`Provider::parse`]. An adapter that reads the body the same
+    /// way for both (Twilio's form fields) overrides it to read the body once.
+    fn verify_then_parse(&self, req: &WebhookRequest) -> Result<Vec<InboundEvent>, WebhookError> {
+        self.verify(req)?;
+        Ok(self.parse(req)?)
+    }
 
     /// The answer the provider expects once the events are stored.
     fn ack(&self, _req: &WebhookRequest, _events: &[InboundEvent]) -> WebhookAck {

@@ -3,7 +3,7 @@
 use crate::json_contains;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
-use weft_provider::{Provider, WebhookRequest};
+use weft_provider::{Provider, WebhookError, WebhookRequest};
 
 /// Builds a [`WebhookRequest`].
 pub fn request(
@@ -49,17 +49,23 @@ pub struct WebhookCase {
     pub expect: WebhookExpect,
 }
 
-/// Runs every case through `verify` and `parse`.
+/// Runs every case through `verify` and `parse`, and through `verify_then_parse` (which the
+/// gateway calls; an adapter may override it), which must agree with them.
 pub fn run_webhook_cases(provider: &dyn Provider, cases: &[WebhookCase]) {
     assert!(!cases.is_empty(), "no webhook cases");
     for case in cases {
         let name = case.name;
         let verified = provider.verify(&case.request);
+        let both = provider.verify_then_parse(&case.request);
         match &case.expect {
             WebhookExpect::Rejected => {
                 assert!(
                     verified.is_err(),
                     "{name}: a forged or unsigned webhook was accepted"
+                );
+                assert!(
+                    matches!(both, Err(WebhookError::Verify(_))),
+                    "{name}: verify_then_parse did not reject it: {both:?}"
                 );
             }
             WebhookExpect::Unparseable => {
@@ -67,6 +73,10 @@ pub fn run_webhook_cases(provider: &dyn Provider, cases: &[WebhookCase]) {
                 assert!(
                     provider.parse(&case.request).is_err(),
                     "{name}: expected a parse error"
+                );
+                assert!(
+                    matches!(both, Err(WebhookError::Parse(_))),
+                    "{name}: verify_then_parse did not fail to parse: {both:?}"
                 );
             }
             WebhookExpect::Events(want) => {
@@ -78,6 +88,12 @@ pub fn run_webhook_cases(provider: &dyn Provider, cases: &[WebhookCase]) {
                 assert!(
                     json_contains(&got, want),
                     "{name}: events\n  {got}\ndo not contain\n  {want}"
+                );
+                let one_pass = both.unwrap_or_else(|e| panic!("{name}: verify_then_parse: {e}"));
+                assert_eq!(
+                    serde_json::to_value(&one_pass).unwrap(),
+                    got,
+                    "{name}: verify_then_parse gave other events than parse"
                 );
             }
         }

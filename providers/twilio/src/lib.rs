@@ -28,7 +28,7 @@ use secrecy::ExposeSecret;
 use std::sync::Arc;
 use weft_provider::{
     Capabilities, ConfigError, ConnectionSpec, InboundEvent, OutboundMessage, ParseError, Provider,
-    ProviderKind, SendError, SendReceipt, VerifyError, WebhookAck, WebhookRequest,
+    ProviderKind, SendError, SendReceipt, VerifyError, WebhookAck, WebhookError, WebhookRequest,
 };
 
 pub use config::TwilioConfig;
@@ -51,6 +51,8 @@ pub struct Twilio {
     messages_url: reqwest::Url,
     calls_url: reqwest::Url,
     authorization: http::HeaderValue,
+    /// The webhook keys, keyed once.
+    verifier: verify::Verifier,
 }
 
 impl Twilio {
@@ -70,12 +72,18 @@ impl Twilio {
         let (user, pass) = cfg.basic_auth();
         let authorization = basic_authorization(user, pass)
             .map_err(|e| spec.problem(format!("credentials cannot form a header: {e}")))?;
+        let verifier = verify::Verifier::new(&verify::Keys {
+            auth_token: cfg.auth_token.expose_secret(),
+            shared_key: cfg.webhook_shared_key.as_ref().map(|k| k.expose_secret()),
+            shared_key_id: cfg.webhook_shared_key_id.as_deref(),
+        });
         Ok(Twilio {
             cfg,
             client,
             messages_url,
             calls_url,
             authorization,
+            verifier,
         })
     }
 
@@ -88,6 +96,17 @@ impl Twilio {
 
     pub fn config(&self) -> &TwilioConfig {
         &self.cfg
+    }
+}
+
+/// What `X-Twilio-Signature` covers, borrowed from the request.
+fn signed(req: &WebhookRequest) -> verify::Signed<'_> {
+    verify::Signed {
+        method: req.method.as_str(),
+        url: &req.url,
+        body: &req.body,
+        signature: req.header(verify::SIGNATURE_HEADER),
+        settings: req.header(verify::SETTINGS_HEADER),
     }
 }
 
@@ -142,27 +161,21 @@ impl Provider for Twilio {
     }
 
     fn verify(&self, req: &WebhookRequest) -> Result<(), VerifyError> {
-        let signed = verify::Signed {
-            method: req.method.as_str(),
-            url: &req.url,
-            body: &req.body,
-            signature: req.header(verify::SIGNATURE_HEADER),
-            settings: req.header(verify::SETTINGS_HEADER),
-        };
-        let keys = verify::Keys {
-            auth_token: self.cfg.auth_token.expose_secret(),
-            shared_key: self
-                .cfg
-                .webhook_shared_key
-                .as_ref()
-                .map(|k| k.expose_secret()),
-            shared_key_id: self.cfg.webhook_shared_key_id.as_deref(),
-        };
-        verify::verify(&signed, &keys)
+        self.verifier.verify(&signed(req), None)
     }
 
     fn parse(&self, req: &WebhookRequest) -> Result<Vec<InboundEvent>, ParseError> {
         webhook::parse(req)
+    }
+
+    /// Reads the form once, for the signature and for the events.
+    fn verify_then_parse(&self, req: &WebhookRequest) -> Result<Vec<InboundEvent>, WebhookError> {
+        let Some(form) = webhook::Form::of(req) else {
+            self.verify(req)?;
+            return Ok(self.parse(req)?);
+        };
+        self.verifier.verify(&signed(req), Some(form.fields()))?;
+        Ok(webhook::parse_form(req, &form)?)
     }
 
     /// `inbound`: an empty TwiML `<Response/>`; `voice`: the configured answer TwiML;

@@ -18,6 +18,7 @@ use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
+use std::borrow::Cow;
 use weft_provider::verify::constant_time_eq;
 use weft_provider::VerifyError;
 
@@ -86,6 +87,7 @@ pub fn sign(algorithm: Algorithm, key: &str, url: &str, params: &[(String, Strin
 }
 
 /// An HMAC keyed once, signing `url + tail` for several URL variants.
+#[derive(Clone)]
 enum KeyedMac {
     Sha1(Hmac<Sha1>),
     Sha256(Hmac<Sha256>),
@@ -199,49 +201,97 @@ fn query_value(url: &str, name: &str) -> Option<String> {
 /// Checks one request. `Ok` only if the signature matches one URL variant under the
 /// algorithm the settings header names, and (for JSON bodies) the body hash matches.
 pub fn verify(req: &Signed<'_>, keys: &Keys<'_>) -> Result<(), VerifyError> {
-    let signature = req
-        .signature
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .ok_or(VerifyError::Missing(SIGNATURE_HEADER))?;
-    let (algorithm, key_id) = parse_settings(req.settings)?;
-    let key = match algorithm {
-        Algorithm::HmacSha1 => keys.auth_token,
-        Algorithm::HmacSha256 => {
-            let secret = keys.shared_key.ok_or(VerifyError::NotConfigured)?;
-            if let Some(want) = keys.shared_key_id {
-                if key_id.as_deref() != Some(want) {
-                    return Err(VerifyError::Mismatch);
-                }
-            }
-            secret
+    Verifier::new(keys).verify(req, None)
+}
+
+/// A connection's keys, keyed once: an HMAC's keying hashes the key (two hash blocks), which
+/// was a tenth of each receipt's verification when done per request.
+#[derive(Clone)]
+pub struct Verifier {
+    auth: KeyedMac,
+    shared: Option<KeyedMac>,
+    shared_key_id: Option<String>,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier")
+            .field("shared_key_id", &self.shared_key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Verifier {
+    pub fn new(keys: &Keys<'_>) -> Self {
+        Verifier {
+            auth: KeyedMac::new(Algorithm::HmacSha1, keys.auth_token),
+            shared: keys
+                .shared_key
+                .map(|k| KeyedMac::new(Algorithm::HmacSha256, k)),
+            shared_key_id: keys.shared_key_id.map(str::to_string),
         }
-    };
+    }
 
-    let is_get = req.method.eq_ignore_ascii_case("GET") || req.method.eq_ignore_ascii_case("HEAD");
-    let mut body_ok = true;
-    let tail = if is_get {
-        String::new()
-    } else if let Some(want) = query_value(req.url, "bodySHA256") {
-        let got = hex::encode(Sha256::digest(req.body));
-        body_ok = constant_time_eq(got.as_bytes(), want.to_ascii_lowercase().as_bytes());
-        String::new()
-    } else {
-        let pairs: Vec<_> = form_urlencoded::parse(req.body).collect();
-        params_string(pairs.iter().map(|(k, v)| (k.as_ref(), v.as_ref())))
-    };
+    /// [`verify`] with these keys. `form`: the body's form fields, if the caller parsed them
+    /// already (they must come from `req.body`); otherwise the body is parsed here.
+    pub fn verify(
+        &self,
+        req: &Signed<'_>,
+        form: Option<&[(Cow<'_, str>, Cow<'_, str>)]>,
+    ) -> Result<(), VerifyError> {
+        let signature = req
+            .signature
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .ok_or(VerifyError::Missing(SIGNATURE_HEADER))?;
+        let (algorithm, key_id) = parse_settings(req.settings)?;
+        let mac = match algorithm {
+            Algorithm::HmacSha1 => &self.auth,
+            Algorithm::HmacSha256 => {
+                let mac = self.shared.as_ref().ok_or(VerifyError::NotConfigured)?;
+                if let Some(want) = &self.shared_key_id {
+                    if key_id.as_deref() != Some(want.as_str()) {
+                        return Err(VerifyError::Mismatch);
+                    }
+                }
+                mac
+            }
+        };
 
-    // Each comparison is constant-time. Stopping at the first matching variant tells a
-    // caller only which spelling of its own URL matched; a forgery is compared against every
-    // variant, so its timing does not depend on how close it came.
-    let mac = KeyedMac::new(algorithm, key);
-    let matched = url_variants(req.url)
-        .iter()
-        .any(|url| constant_time_eq(mac.sign(url, &tail).as_bytes(), signature.as_bytes()));
-    if matched && body_ok {
-        Ok(())
-    } else {
-        Err(VerifyError::Mismatch)
+        let is_get =
+            req.method.eq_ignore_ascii_case("GET") || req.method.eq_ignore_ascii_case("HEAD");
+        let mut body_ok = true;
+        let tail = if is_get {
+            String::new()
+        } else if let Some(want) = query_value(req.url, "bodySHA256") {
+            let got = hex::encode(Sha256::digest(req.body));
+            body_ok = constant_time_eq(got.as_bytes(), want.to_ascii_lowercase().as_bytes());
+            String::new()
+        } else {
+            let parsed: Vec<_>;
+            let pairs = match form {
+                Some(f) => f,
+                None => {
+                    parsed = form_urlencoded::parse(req.body).collect();
+                    &parsed
+                }
+            };
+            params_string(pairs.iter().map(|(k, v)| (k.as_ref(), v.as_ref())))
+        };
+
+        // Each comparison is constant-time. Stopping at the first matching variant tells a
+        // caller only which spelling of its own URL matched; a forgery is compared against
+        // every variant, so its timing does not depend on how close it came. The URL as
+        // received is tried first; the other spellings are made only if it does not match.
+        let matches =
+            |url: &str| constant_time_eq(mac.sign(url, &tail).as_bytes(), signature.as_bytes());
+        let matched =
+            matches(req.url) || url_variants(req.url).iter().skip(1).any(|url| matches(url));
+        if matched && body_ok {
+            Ok(())
+        } else {
+            Err(VerifyError::Mismatch)
+        }
     }
 }
 

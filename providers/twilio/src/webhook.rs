@@ -27,11 +27,18 @@ const MAX_MEDIA: usize = 20;
 /// Form fields in order (first value wins), borrowed from the body where no decoding was
 /// needed. Lookups scan: a callback has a few dozen fields, and owning and hashing each of
 /// them cost more than the comparisons (this runs for every receipt).
-struct Form<'a>(Vec<(Cow<'a, str>, Cow<'a, str>)>);
+pub(crate) struct Form<'a>(Vec<(Cow<'a, str>, Cow<'a, str>)>);
 
 impl<'a> Form<'a> {
     fn new(req: &'a WebhookRequest) -> Self {
         Form(form_urlencoded::parse(&req.body).collect())
+    }
+    /// The body's form fields, or `None` for a JSON body (not a Twilio webhook).
+    pub(crate) fn of(req: &'a WebhookRequest) -> Option<Self> {
+        (!is_json(req)).then(|| Form::new(req))
+    }
+    pub(crate) fn fields(&self) -> &[(Cow<'a, str>, Cow<'a, str>)] {
+        &self.0
     }
     /// The first value of `k`, if it is non-empty.
     fn get(&self, k: &str) -> Option<&str> {
@@ -55,20 +62,29 @@ impl<'a> Form<'a> {
 
 /// Parses a verified webhook of any kind this adapter declares.
 pub fn parse(req: &WebhookRequest) -> Result<Vec<InboundEvent>, ParseError> {
-    if req
-        .header("content-type")
-        .is_some_and(|c| c.to_ascii_lowercase().contains("json"))
-    {
-        return Err(ParseError::new(
+    match Form::of(req) {
+        Some(form) => parse_form(req, &form),
+        None => Err(ParseError::new(
             "twilio webhook",
             "JSON bodies are not a Twilio messaging or voice webhook",
-        ));
+        )),
     }
-    let form = Form::new(req);
+}
+
+fn is_json(req: &WebhookRequest) -> bool {
+    req.header("content-type")
+        .is_some_and(|c| c.to_ascii_lowercase().contains("json"))
+}
+
+/// [`parse`] for a form body already read.
+pub(crate) fn parse_form(
+    req: &WebhookRequest,
+    form: &Form<'_>,
+) -> Result<Vec<InboundEvent>, ParseError> {
     match req.kind.as_str() {
-        "status" => parse_status(req, &form).map(|e| vec![e]),
-        "inbound" => parse_inbound(&form).map(|m| vec![InboundEvent::Message(m)]),
-        "voice" => parse_voice(&form).map(|c| vec![InboundEvent::Call(c)]),
+        "status" => parse_status(req, form).map(|e| vec![e]),
+        "inbound" => parse_inbound(form).map(|m| vec![InboundEvent::Message(m)]),
+        "voice" => parse_voice(form).map(|c| vec![InboundEvent::Call(c)]),
         other => Err(ParseError::new(
             "twilio webhook",
             format!("unknown webhook kind {other:?}"),
