@@ -27,6 +27,22 @@ pub use spec::{ConnectionSpec, Credentials};
 pub use status::DeliveryStatus;
 pub use webhook::{WebhookAck, WebhookRequest};
 
+/// The HTTP client an adapter calls its provider with: `timeout` per request, a
+/// `weft-<adapter>/<version>` user agent, and redirects not followed. A provider API does not
+/// redirect a send; following one would turn a `POST` into a `GET` on a 301/302 (a
+/// `base_url` with the wrong scheme, say) and hide the misconfiguration behind whatever the
+/// `GET` answers. Unfollowed, it is a permanent error naming the 3xx status.
+pub fn http_client(
+    adapter: &str,
+    timeout: std::time::Duration,
+) -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .user_agent(format!("weft-{adapter}/{}", env!("CARGO_PKG_VERSION")))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+}
+
 use async_trait::async_trait;
 
 /// What a connection can carry.

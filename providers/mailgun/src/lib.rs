@@ -57,10 +57,7 @@ pub struct Mailgun {
 impl Mailgun {
     pub fn new(spec: &ConnectionSpec) -> Result<Self, ConfigError> {
         let cfg = MailgunConfig::from_spec(spec)?;
-        let client = reqwest::Client::builder()
-            .timeout(cfg.request_timeout)
-            .user_agent(concat!("weft-mailgun/", env!("CARGO_PKG_VERSION")))
-            .build()
+        let client = weft_provider::http_client("mailgun", cfg.request_timeout)
             .map_err(|e| spec.problem(format!("cannot build the HTTP client: {e}")))?;
         Ok(Mailgun {
             cfg,

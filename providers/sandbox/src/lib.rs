@@ -87,10 +87,7 @@ pub struct Sandbox {
 impl Sandbox {
     pub fn new(spec: &ConnectionSpec) -> Result<Self, ConfigError> {
         let cfg = SandboxConfig::from_spec(spec)?;
-        let client = reqwest::Client::builder()
-            .timeout(cfg.request_timeout)
-            .user_agent(concat!("weft-sandbox/", env!("CARGO_PKG_VERSION")))
-            .build()
+        let client = weft_provider::http_client("sandbox", cfg.request_timeout)
             .map_err(|e| spec.problem(format!("cannot build the HTTP client: {e}")))?;
         let poster = deliver::Poster {
             client,

@@ -63,10 +63,7 @@ fn now_unix() -> i64 {
 impl Sendgrid {
     pub fn new(spec: &ConnectionSpec) -> Result<Self, ConfigError> {
         let cfg = SendgridConfig::from_spec(spec)?;
-        let client = reqwest::Client::builder()
-            .timeout(cfg.request_timeout)
-            .user_agent(concat!("weft-sendgrid/", env!("CARGO_PKG_VERSION")))
-            .build()
+        let client = weft_provider::http_client("sendgrid", cfg.request_timeout)
             .map_err(|e| spec.problem(format!("cannot build the HTTP client: {e}")))?;
         Ok(Sendgrid { cfg, client })
     }

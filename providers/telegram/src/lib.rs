@@ -55,10 +55,7 @@ pub struct Telegram {
 impl Telegram {
     pub fn new(spec: &ConnectionSpec) -> Result<Self, ConfigError> {
         let cfg = TelegramConfig::from_spec(spec)?;
-        let client = reqwest::Client::builder()
-            .timeout(cfg.request_timeout)
-            .user_agent(concat!("weft-telegram/", env!("CARGO_PKG_VERSION")))
-            .build()
+        let client = weft_provider::http_client("telegram", cfg.request_timeout)
             .map_err(|e| spec.problem(format!("cannot build the HTTP client: {e}")))?;
         Ok(Telegram { cfg, client })
     }

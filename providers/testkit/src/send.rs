@@ -203,6 +203,12 @@ where
     F: Fn(url::Url) -> (Arc<dyn Provider>, Vec<String>),
 {
     assert!(!cases.is_empty(), "no send cases");
+    if let Some(ok) = cases
+        .iter()
+        .find(|c| matches!(c.expect, SendExpect::Ok { .. }))
+    {
+        redirect_is_not_followed(ok, &build).await;
+    }
     for case in cases {
         let server = MockServer::start().await;
         let base = url::Url::parse(&server.uri()).unwrap();
@@ -283,5 +289,44 @@ where
             (want, got) => panic!("{name}: expected {want:?}, got {got:?}"),
         }
         server.verify().await;
+    }
+}
+
+/// The request of a case the provider accepts, answered with a redirect to a path that
+/// would accept it too: the adapter must not follow it (one request, a permanent error).
+async fn redirect_is_not_followed<F>(case: &SendCase, build: &F)
+where
+    F: Fn(url::Url) -> (Arc<dyn Provider>, Vec<String>),
+{
+    let server = MockServer::start().await;
+    let base = url::Url::parse(&server.uri()).unwrap();
+    Mock::given(Matches(case.request.clone()))
+        .respond_with(ResponseTemplate::new(302).insert_header("location", "/moved"))
+        .mount(&server)
+        .await;
+    let mut accepted =
+        ResponseTemplate::new(case.answer.status).set_body_string(case.answer.body.clone());
+    for (k, v) in &case.answer.headers {
+        accepted = accepted.insert_header(k.as_str(), v.as_str());
+    }
+    Mock::given(wiremock::matchers::path("/moved"))
+        .respond_with(accepted)
+        .mount(&server)
+        .await;
+    let (provider, _) = build(base);
+    let result = provider.send(&case.message).await;
+    let received = server.received_requests().await.unwrap_or_default();
+    let name = case.name;
+    assert_eq!(
+        received.len(),
+        1,
+        "{name}, answered 302: the adapter followed the redirect"
+    );
+    match result {
+        Err(e) => assert!(
+            !e.is_retryable(),
+            "{name}, answered 302: expected a permanent error, got {e}"
+        ),
+        Ok(r) => panic!("{name}, answered 302: expected an error, got {r:?}"),
     }
 }

@@ -58,10 +58,7 @@ pub struct Twilio {
 impl Twilio {
     pub fn new(spec: &ConnectionSpec) -> Result<Self, ConfigError> {
         let cfg = TwilioConfig::from_spec(spec)?;
-        let client = reqwest::Client::builder()
-            .timeout(cfg.request_timeout)
-            .user_agent(concat!("weft-twilio/", env!("CARGO_PKG_VERSION")))
-            .build()
+        let client = weft_provider::http_client("twilio", cfg.request_timeout)
             .map_err(|e| spec.problem(format!("cannot build the HTTP client: {e}")))?;
         let url = |resource: request::Endpoint| {
             reqwest::Url::parse(&cfg.resource_url(resource.path()))

@@ -70,10 +70,7 @@ fn now_unix() -> i64 {
 impl Vonage {
     pub fn new(spec: &ConnectionSpec) -> Result<Self, ConfigError> {
         let cfg = VonageConfig::from_spec(spec)?;
-        let client = reqwest::Client::builder()
-            .timeout(cfg.request_timeout)
-            .user_agent(concat!("weft-vonage/", env!("CARGO_PKG_VERSION")))
-            .build()
+        let client = weft_provider::http_client("vonage", cfg.request_timeout)
             .map_err(|e| spec.problem(format!("cannot build the HTTP client: {e}")))?;
         Ok(Vonage { cfg, client })
     }

@@ -60,10 +60,7 @@ fn transport(e: reqwest::Error) -> SendError {
 impl WhatsappCloud {
     pub fn new(spec: &ConnectionSpec) -> Result<Self, ConfigError> {
         let cfg = WhatsappConfig::from_spec(spec)?;
-        let client = reqwest::Client::builder()
-            .timeout(cfg.request_timeout)
-            .user_agent(concat!("weft-whatsapp/", env!("CARGO_PKG_VERSION")))
-            .build()
+        let client = weft_provider::http_client("whatsapp", cfg.request_timeout)
             .map_err(|e| spec.problem(format!("cannot build the HTTP client: {e}")))?;
         Ok(WhatsappCloud { cfg, client })
     }
