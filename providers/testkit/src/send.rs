@@ -39,6 +39,18 @@ impl MockAnswer {
         self
     }
 
+    /// The mock server's answer.
+    fn template(&self) -> ResponseTemplate {
+        let mut resp = ResponseTemplate::new(self.status).set_body_string(self.body.clone());
+        for (k, v) in &self.headers {
+            resp = resp.insert_header(k.as_str(), v.as_str());
+        }
+        if let Some(d) = self.delay {
+            resp = resp.set_delay(d);
+        }
+        resp
+    }
+
     /// Answers only after `d` (longer than the adapter's timeout makes a timeout case).
     pub fn delayed(mut self, d: Duration) -> Self {
         self.delay = Some(d);
@@ -216,16 +228,8 @@ where
             matches!(base.host_str(), Some("127.0.0.1") | Some("localhost")),
             "mock must be on localhost"
         );
-        let mut resp =
-            ResponseTemplate::new(case.answer.status).set_body_string(case.answer.body.clone());
-        for (k, v) in &case.answer.headers {
-            resp = resp.insert_header(k.as_str(), v.as_str());
-        }
-        if let Some(d) = case.answer.delay {
-            resp = resp.set_delay(d);
-        }
         Mock::given(Matches(case.request.clone()))
-            .respond_with(resp)
+            .respond_with(case.answer.template())
             .expect(1)
             .mount(&server)
             .await;
@@ -304,13 +308,8 @@ where
         .respond_with(ResponseTemplate::new(302).insert_header("location", "/moved"))
         .mount(&server)
         .await;
-    let mut accepted =
-        ResponseTemplate::new(case.answer.status).set_body_string(case.answer.body.clone());
-    for (k, v) in &case.answer.headers {
-        accepted = accepted.insert_header(k.as_str(), v.as_str());
-    }
     Mock::given(wiremock::matchers::path("/moved"))
-        .respond_with(accepted)
+        .respond_with(case.answer.template())
         .mount(&server)
         .await;
     let (provider, _) = build(base);
