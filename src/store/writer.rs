@@ -185,9 +185,8 @@ impl Writer {
 /// `linger` (PostgreSQL): while another writer is mid-batch, a batch smaller than
 /// [`LINGER_MIN`] jobs waits up to [`LINGER`] for more: a waiting writer would otherwise start a
 /// transaction for every job or two that arrives while the others commit, and each
-/// transaction costs PostgreSQL a `BEGIN`, a `COMMIT` and a WAL flush (measured: a faster
-/// receipt path shrank batches from 22 to 16 jobs and cost 5 % of the messages per second).
-/// With no other writer busy nothing is waited for: a quiet gateway answers at once.
+/// transaction costs PostgreSQL a `BEGIN`, a `COMMIT` and a WAL flush. With no other writer
+/// busy nothing is waited for: a quiet gateway answers at once.
 async fn next_batch(
     rx: &Mutex<mpsc::Receiver<Envelope>>,
     stop: &mut watch::Receiver<bool>,
@@ -228,8 +227,8 @@ async fn next_batch(
 
 /// See [`next_batch`]: the batch size a PostgreSQL writer waits for while another writer is
 /// busy, and for how long at most. Measured (4 writers, e2e at ~1,000 msgs/s): batches of
-/// ~20 jobs became ~46 with 32 and 1 ms, ~64 with 64 and 2 ms; delivered/s +7 %, p99 of the
-/// accept 150–190 → 110–125 ms (`load-tests/RESULTS.md`).
+/// ~20 jobs became ~46 with 32 and 1 ms, ~64 with 64 and 2 ms; delivered/s +6–15 %, accept
+/// p99 ~150–200 → ~110–130 ms (`load-tests/RESULTS.md`).
 const LINGER_MIN: usize = 64;
 const LINGER: std::time::Duration = std::time::Duration::from_millis(2);
 
@@ -530,24 +529,18 @@ mod tests {
         let (tx, rx) = mpsc::channel::<Envelope>(16);
         let rx = Mutex::new(rx);
         let (_stop, mut stop_rx) = watch::channel(false);
-        let job = || {
+        fn job() -> Envelope {
             let (reply, _) = oneshot::channel();
             Envelope {
                 job: Job::Panic,
                 reply,
             }
-        };
+        }
         let later = |tx: mpsc::Sender<Envelope>| {
             tokio::spawn(async move {
                 tokio::time::sleep(std::time::Duration::from_millis(200)).await;
                 for _ in 0..3 {
-                    let (reply, _) = oneshot::channel();
-                    let _ = tx
-                        .send(Envelope {
-                            job: Job::Panic,
-                            reply,
-                        })
-                        .await;
+                    let _ = tx.send(job()).await;
                 }
             })
         };
