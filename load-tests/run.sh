@@ -14,6 +14,7 @@
 #   resolution is this interval over the run's length)
 #   PORT=18080  SIM_PORT=19000  SIM_CONTROL_PORT=19001  RATE_LIMIT=100000
 #   PG_HOST=127.0.0.1  PG_PORT=5432  PG_USER=postgres  PG_ADMIN_DB=test
+#   PG_PARAMS=  (query of weft's database_url, e.g. sslmode=disable; default: libpq's prefer)
 #   STEP_TIMEOUT=900 (seconds, any one command)  SKIP_BUILD=1 (use existing binaries)
 #   OUT=dir (default: a new temp dir)  KEEP=1 (keep databases and temp dirs)
 #   LOG_LEVEL=warn (weft's log level during the runs)
@@ -38,6 +39,7 @@ RATE_LIMIT=${RATE_LIMIT:-100000}
 PG_HOST=${PG_HOST:-127.0.0.1}
 PG_PORT=${PG_PORT:-5432}
 PG_USER=${PG_USER:-postgres}
+PG_PARAMS=${PG_PARAMS:-}
 PG_ADMIN_DB=${PG_ADMIN_DB:-test}
 STEP_TIMEOUT=${STEP_TIMEOUT:-900}
 INBOUND_SENDERS=${INBOUND_SENDERS:-1000}
@@ -114,7 +116,7 @@ run_one() {
       dbname="weft_load_${TS}_${provider}"
       psql_admin "create database $dbname" >/dev/null || die "cannot create database $dbname"
       PG_DBS+=("$dbname")
-      dburl="postgres://$PG_USER@$PG_HOST:$PG_PORT/$dbname"
+      dburl="postgres://$PG_USER@$PG_HOST:$PG_PORT/$dbname${PG_PARAMS:+?$PG_PARAMS}"
       ;;
     *) die "unknown DB $db (sqlite or postgres)" ;;
   esac

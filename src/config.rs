@@ -450,6 +450,9 @@ impl Config {
             return Ok(DatabaseUrl::Sqlite("sqlite://weft.db?mode=rwc".into()));
         }
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            // The writers' own connections read sslmode and sslrootcert here: a mistake in
+            // them is a start-up problem, not a failure of every later write.
+            crate::store::PgTarget::from_url(url).map_err(|e| format!("database_url: {e}"))?;
             Ok(DatabaseUrl::Postgres(url.to_string()))
         } else if let Some(rest) = url.strip_prefix("sqlite:") {
             let rest = rest.trim_start_matches("//");
@@ -641,6 +644,26 @@ mod tests {
         ] {
             assert!(all.contains(needle), "missing {needle} in {all}");
         }
+    }
+
+    /// The writers' TLS settings are checked at start-up like everything else.
+    #[test]
+    fn a_postgres_url_with_unusable_tls_settings_is_a_problem() {
+        let err = Config::from_toml(
+            "database_url = \"postgres://postgres@127.0.0.1/weft?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem\"",
+        )
+        .err()
+        .unwrap_or_else(|| panic!("must fail"));
+        let all = err.problems.join("\n");
+        assert!(
+            all.contains("database_url: sslrootcert /nonexistent/ca.pem"),
+            "{all}"
+        );
+        let ok = Config::from_toml(
+            "database_url = \"postgres://postgres@127.0.0.1/weft?sslmode=require\"",
+        )
+        .expect("sslmode=require");
+        assert!(matches!(ok.database(), Ok(DatabaseUrl::Postgres(_))));
     }
 
     #[test]

@@ -16,6 +16,7 @@ mod conversations;
 pub mod db;
 mod delivery;
 mod pg;
+mod pg_tls;
 mod read;
 pub(crate) mod script;
 #[cfg(feature = "sql-stats")]
@@ -25,6 +26,8 @@ mod status;
 mod tenants;
 mod webhooks;
 pub mod writer;
+
+pub use pg_tls::PgTarget;
 
 pub use accept::{AcceptJob, AcceptOutcome};
 pub use claim::{ClaimJob, Claimed};
@@ -86,6 +89,8 @@ pub enum StoreError {
     Db(#[from] sqlx::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("database_url: {0}")]
+    Url(#[from] pg_tls::PgUrlError),
     #[error("the store is shutting down")]
     Closed,
     #[error("stored data is corrupt: {0}")]

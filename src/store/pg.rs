@@ -9,13 +9,14 @@
 
 use super::db::{driver_error, Columns, Violation};
 use super::script::Val;
+use super::PgTarget;
 use sqlx::any::AnyRow;
 use sqlx_core::any::{AnyTypeInfoKind, AnyValueKind};
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::time::Duration;
 use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::{Client, NoTls, Statement};
+use tokio_postgres::{Client, Statement};
 
 /// One connection and its prepared statements.
 pub struct PgConn {
@@ -26,10 +27,10 @@ pub struct PgConn {
 
 impl PgConn {
     /// Connects; the connection's I/O runs in a task of its own until it closes.
-    pub async fn connect(url: &str) -> Result<PgConn, sqlx::Error> {
-        let mut cfg: tokio_postgres::Config = url.parse().map_err(pg_error)?;
+    pub async fn connect(target: &PgTarget) -> Result<PgConn, sqlx::Error> {
+        let mut cfg = target.config.clone();
         cfg.connect_timeout(Duration::from_secs(10));
-        let (client, connection) = cfg.connect(NoTls).await.map_err(pg_error)?;
+        let (client, connection) = cfg.connect(target.tls.clone()).await.map_err(pg_error)?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::warn!(error = %e, "PostgreSQL writer connection ended.");
@@ -43,6 +44,20 @@ impl PgConn {
 
     pub fn is_closed(&self) -> bool {
         self.client.is_closed()
+    }
+
+    /// The first column of the one row `sql` returns (tests).
+    #[cfg(test)]
+    pub async fn scalar_bool(&self, sql: &str) -> Result<bool, sqlx::Error> {
+        let row = self.client.query_one(sql, &[]).await.map_err(pg_error)?;
+        row.try_get(0).map_err(pg_error)
+    }
+
+    /// The first column of the one row `sql` returns (tests).
+    #[cfg(test)]
+    pub async fn scalar_text(&self, sql: &str) -> Result<String, sqlx::Error> {
+        let row = self.client.query_one(sql, &[]).await.map_err(pg_error)?;
+        row.try_get(0).map_err(pg_error)
     }
 
     /// Runs SQL without parameters (`BEGIN`, `COMMIT`, `ROLLBACK`).
@@ -187,6 +202,15 @@ pub(crate) fn test_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
+/// A writer connection to `url` (tests).
+#[cfg(test)]
+pub(crate) async fn connect_url(url: &str) -> PgConn {
+    let target = PgTarget::from_url(url).expect("PostgreSQL URL");
+    PgConn::connect(&target)
+        .await
+        .expect("connect to PostgreSQL")
+}
+
 /// A fresh, migrated PostgreSQL database for one unit test; dropped by [`TestDb::drop_db`]
 /// (a test that fails midway leaves its `weft_ut_*` database behind, as the integration
 /// suite's do).
@@ -203,7 +227,7 @@ impl TestDb {
     pub async fn new() -> TestDb {
         let base = test_url();
         let name = format!("weft_ut_{}", ulid::Ulid::new().to_string().to_lowercase());
-        let admin = PgConn::connect(&base).await.expect("connect to PostgreSQL");
+        let admin = connect_url(&base).await;
         admin
             .simple(&format!("CREATE DATABASE {name}"))
             .await
@@ -227,7 +251,7 @@ impl TestDb {
 
     /// A writer connection of its own.
     pub async fn writer(&self) -> PgConn {
-        PgConn::connect(&self.url).await.expect("writer connection")
+        connect_url(&self.url).await
     }
 
     pub async fn drop_db(self) {
@@ -250,9 +274,7 @@ mod tests {
     /// rows, NULLs, `INT4`/`INT8`/`TEXT` columns; a failing statement fails the script.
     #[tokio::test]
     async fn a_pipelined_script_answers_per_statement() {
-        let mut conn = PgConn::connect(&test_url())
-            .await
-            .expect("connect to PostgreSQL");
+        let mut conn = connect_url(&test_url()).await;
         conn.simple(
             "CREATE TEMP TABLE t (id TEXT PRIMARY KEY, n BIGINT, small INTEGER, note TEXT)",
         )

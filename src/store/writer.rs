@@ -11,6 +11,7 @@
 
 use super::db::{lite_error, Db};
 use super::pg::PgConn;
+use super::pg_tls::PgTarget;
 use super::{accept, claim, delivery, tenants, webhooks, Backend, StoreError};
 use futures::FutureExt;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -101,13 +102,14 @@ impl Writer {
         let (stop, stop_rx) = watch::channel(false);
         let tasks = match engine {
             Engine::Postgres { url, writers } => {
+                let target = Arc::new(PgTarget::from_url(&url)?);
                 let busy = Arc::new(AtomicUsize::new(0));
                 (0..writers)
                     .map(|_| {
                         let rx = rx.clone();
-                        let url = url.clone();
+                        let target = target.clone();
                         let stop_rx = stop_rx.clone();
-                        tokio::spawn(run(url, rx, stop_rx, batch_max, busy.clone()))
+                        tokio::spawn(run(target, rx, stop_rx, batch_max, busy.clone()))
                     })
                     .collect()
             }
@@ -258,7 +260,7 @@ impl Drop for Busy<'_> {
 }
 
 async fn run(
-    url: String,
+    target: Arc<PgTarget>,
     rx: Arc<Mutex<mpsc::Receiver<Envelope>>>,
     mut stop: watch::Receiver<bool>,
     batch_max: usize,
@@ -275,7 +277,7 @@ async fn run(
         // Stable: jobs of one message keep their arrival order.
         batch.sort_by_cached_key(|e| e.job.lock_key());
         if conn.as_ref().is_none_or(PgConn::is_closed) {
-            match PgConn::connect(&url).await {
+            match PgConn::connect(&target).await {
                 Ok(c) => conn = Some(c),
                 Err(e) => {
                     let msg = e.to_string();
