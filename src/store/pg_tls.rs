@@ -161,7 +161,10 @@ fn client_config(
     let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?;
     let verifier: Arc<dyn ServerCertVerifier> = match mode {
-        SslMode::Disable | SslMode::Prefer | SslMode::Require => Arc::new(Unverified(provider())),
+        SslMode::Disable | SslMode::Prefer | SslMode::Require => Arc::new(Lenient {
+            chain: None,
+            provider: provider(),
+        }),
         SslMode::VerifyCa | SslMode::VerifyFull => {
             let chain = WebPkiServerVerifier::builder_with_provider(
                 Arc::new(roots(root_cert)?),
@@ -170,7 +173,10 @@ fn client_config(
             .build()
             .map_err(|e| PgUrlError::Tls(rustls::Error::General(e.to_string())))?;
             if mode == SslMode::VerifyCa {
-                Arc::new(AnyName(chain))
+                Arc::new(Lenient {
+                    chain: Some(chain),
+                    provider: provider(),
+                })
             } else {
                 chain
             }
@@ -204,11 +210,17 @@ fn roots(root_cert: Option<&str>) -> Result<RootCertStore, PgUrlError> {
     Ok(store)
 }
 
-/// `verify-ca`: the chain must lead to a trusted root; the name in it is not compared.
+/// `prefer` and `require` (no `chain`): encrypted, but any certificate is taken (libpq's
+/// and sqlx's meaning). `verify-ca`: the chain must lead to a trusted root; the name in it
+/// is not compared. Either way the handshake's signatures are checked against the
+/// certificate.
 #[derive(Debug)]
-struct AnyName(Arc<WebPkiServerVerifier>);
+struct Lenient {
+    chain: Option<Arc<WebPkiServerVerifier>>,
+    provider: Arc<CryptoProvider>,
+}
 
-impl ServerCertVerifier for AnyName {
+impl ServerCertVerifier for Lenient {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -217,10 +229,10 @@ impl ServerCertVerifier for AnyName {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self
-            .0
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
-        {
+        let Some(chain) = &self.chain else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
             )) => Ok(ServerCertVerified::assertion()),
@@ -234,7 +246,8 @@ impl ServerCertVerifier for AnyName {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
+        let algorithms = &self.provider.signature_verification_algorithms;
+        verify_tls12_signature(message, cert, dss, algorithms)
     }
 
     fn verify_tls13_signature(
@@ -243,61 +256,14 @@ impl ServerCertVerifier for AnyName {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
+        let algorithms = &self.provider.signature_verification_algorithms;
+        verify_tls13_signature(message, cert, dss, algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
-    }
-}
-
-/// `prefer` and `require`: encrypted, but any certificate is taken (libpq's and sqlx's
-/// meaning). The handshake's signatures are still checked against the certificate.
-#[derive(Debug)]
-struct Unverified(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for Unverified {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
@@ -442,11 +408,13 @@ mod tests {
         let socket = format!("postgres://{}@{socket}{}", base.username(), base.path());
         assert_eq!(writer_tls(&socket).await, Ok(false), "{socket}");
         // Not signed by a root it is given (the Mozilla roots): refused.
-        let untrusted = writer_tls(&with_query("localhost", "sslmode=verify-full")).await;
-        assert!(
-            untrusted.is_err(),
-            "a self-signed certificate without sslrootcert: {untrusted:?}"
-        );
+        for mode in ["verify-ca", "verify-full"] {
+            let untrusted = writer_tls(&with_query("localhost", &format!("sslmode={mode}"))).await;
+            assert!(
+                untrusted.is_err(),
+                "{mode}: a self-signed certificate without sslrootcert: {untrusted:?}"
+            );
+        }
 
         sqlx::any::install_default_drivers();
         for (q, want) in [("sslmode=disable", false), ("sslmode=require", true)] {
