@@ -10,6 +10,7 @@
 //! batch, so the two never interleave.
 
 pub(crate) mod accept;
+mod checkpoint;
 mod claim;
 mod contacts;
 mod conversations;

@@ -9,6 +9,7 @@
 //! write gate for each batch, which the few writes outside the writer take too (one writer
 //! at a time, as SQLite wants).
 
+use super::checkpoint::{checkpoints, WAL_LIMIT_BYTES};
 use super::db::{lite_error, Db};
 use super::pg::PgConn;
 use super::pg_tls::PgTarget;
@@ -296,7 +297,7 @@ async fn run(
     }
 }
 
-fn open_lite(path: &str) -> Result<rusqlite::Connection, rusqlite::Error> {
+pub(super) fn open_lite(path: &str) -> Result<rusqlite::Connection, rusqlite::Error> {
     let conn = rusqlite::Connection::open(path)?;
     conn.execute_batch(&format!(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;
@@ -304,67 +305,6 @@ fn open_lite(path: &str) -> Result<rusqlite::Connection, rusqlite::Error> {
     ))?;
     conn.set_prepared_statement_cache_capacity(256);
     Ok(conn)
-}
-
-/// Checkpoints the WAL every 250 ms (without blocking the writer or readers) until the
-/// writer thread ends; then once more, completely.
-///
-/// When the `-wal` file has outgrown [`WAL_LIMIT_BYTES`], the passive checkpoint is followed
-/// at once by a restart under the write gate (between two of the writer's batches), so the
-/// writer pauses only for the frames committed since the passive one (measured: 5–15 ms,
-/// about every 0.7 s at full speed).
-fn checkpoints(
-    conn: &rusqlite::Connection,
-    wal: &std::path::Path,
-    gate: &Mutex<()>,
-    writer_gone: &std::sync::mpsc::Receiver<()>,
-) {
-    use std::sync::mpsc::RecvTimeoutError;
-    while let Err(RecvTimeoutError::Timeout) =
-        writer_gone.recv_timeout(std::time::Duration::from_millis(250))
-    {
-        if let Err(e) = checkpoint(conn, false) {
-            tracing::warn!(error = %e, "SQLite checkpoint failed; will try again.");
-            continue;
-        }
-        let size = std::fs::metadata(wal).map_or(0, |m| m.len());
-        if size > WAL_LIMIT_BYTES {
-            let waited = std::time::Instant::now();
-            let _gate = gate.blocking_lock();
-            let gated = std::time::Instant::now();
-            match checkpoint(conn, true) {
-                Ok(frames) => tracing::debug!(
-                    size,
-                    frames,
-                    gate_ms = (gated - waited).as_millis() as u64,
-                    paused_ms = gated.elapsed().as_millis() as u64,
-                    "SQLite WAL restarted."
-                ),
-                Err(e) => tracing::warn!(error = %e, "SQLite WAL restart failed; will try again."),
-            }
-        }
-    }
-    let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
-}
-
-/// The WAL file size above which the log is restarted (and what `journal_size_limit`
-/// leaves on disk).
-const WAL_LIMIT_BYTES: u64 = 64 << 20;
-
-/// One checkpoint; returns the frames the log held. `PASSIVE` copies what no reader still
-/// needs without blocking anyone. But under steady load the writer always has a commit the
-/// checkpoint has not copied yet, and the log only starts over when a write transaction
-/// begins with everything copied: it never does, and the file grows without bound
-/// (measured: 800 MB after 30,000 messages). `RESTART` waits until no one writes and no
-/// reader needs the old frames, copies the rest, and makes the next commit write from the
-/// start of the file again.
-fn checkpoint(conn: &rusqlite::Connection, restart: bool) -> Result<i64, rusqlite::Error> {
-    let sql = if restart {
-        "PRAGMA wal_checkpoint(RESTART)"
-    } else {
-        "PRAGMA wal_checkpoint(PASSIVE)"
-    };
-    conn.query_row(sql, [], |r| r.get(1))
 }
 
 async fn run_lite(
@@ -569,43 +509,5 @@ mod tests {
         assert_eq!(batch.map(|b| b.len()), Some(4));
         assert!(waited.elapsed() < std::time::Duration::from_secs(20));
         sender.await.expect("sender");
-    }
-
-    /// While a reader holds an old snapshot a passive checkpoint cannot catch up, and the
-    /// next commit appends to the log; after a restart checkpoint the next commit writes
-    /// from the start of the log again.
-    #[test]
-    fn a_restart_checkpoint_lets_the_wal_start_over() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("w.db").to_string_lossy().into_owned();
-        let w = open_lite(&path).expect("writer");
-        w.execute_batch("PRAGMA wal_autocheckpoint = 0; CREATE TABLE t (x TEXT)")
-            .expect("schema");
-        let c = open_lite(&path).expect("checkpointer");
-        let r = open_lite(&path).expect("reader");
-        let fill = |n: usize| {
-            for _ in 0..n {
-                w.execute("INSERT INTO t (x) VALUES (?1)", ["x".repeat(3000)])
-                    .expect("insert");
-            }
-        };
-        fill(20);
-        r.execute_batch("BEGIN").expect("begin read");
-        let _: i64 = r
-            .query_row("SELECT COUNT(*) FROM t", [], |row| row.get(0))
-            .expect("read");
-        fill(20);
-        let held = checkpoint(&c, false).expect("passive");
-        fill(5);
-        let grown = checkpoint(&c, false).expect("passive");
-        assert!(grown > held, "the log kept growing: {held} -> {grown}");
-        r.execute_batch("COMMIT").expect("end read");
-        assert_eq!(checkpoint(&w, true).expect("restart"), grown);
-        fill(1);
-        let after = checkpoint(&c, false).expect("passive");
-        assert!(
-            after < 5,
-            "the log started over: {after} frames, was {grown}"
-        );
     }
 }
