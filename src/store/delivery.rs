@@ -197,13 +197,14 @@ pub async fn end(conn: &mut Db<'_>, j: &AttemptEnd) -> Result<Vec<StatusChange>,
             let planned = match &current {
                 Some(row) => {
                     let p = status::plan_without_update(&j.message_id, row, &input, &mut second)?;
+                    // With the history row, one statement on PostgreSQL.
                     match p.moved() {
                         Some((to, at)) => {
                             args.push(to.as_str().into());
                             args.push(at.into());
-                            second.add(SENT_STATUS_UPDATE, args)
+                            second.add_joined(SENT_STATUS_UPDATE, args)
                         }
-                        None => second.add(SENT_UPDATE, args),
+                        None => second.add_joined(SENT_UPDATE, args),
                     };
                     Some(p)
                 }
@@ -217,10 +218,11 @@ pub async fn end(conn: &mut Db<'_>, j: &AttemptEnd) -> Result<Vec<StatusChange>,
                 None => second.add(DELETE_OUTBOX, vec![(&j.message_id).into()]),
             };
             let parked: Vec<usize> = match &j.connection_id {
+                // The first with the outbox change, one statement on PostgreSQL.
                 Some(conn_id) => provider_ids
                     .iter()
                     .map(|pid| {
-                        second.add(
+                        second.add_joined(
                             super::webhooks::PARKED_SQL,
                             vec![conn_id.into(), pid.into()],
                         )

@@ -309,6 +309,40 @@ mod tests {
         );
         assert!(out[3].rows.is_empty());
 
+        // A pair is sent as one statement; both take effect, and every statement still
+        // has its answer in its place.
+        let mut paired = Script::new();
+        paired.add(
+            "INSERT INTO t (id, n, note) VALUES ($1, $2, $3)",
+            vec!["b".into(), 5i64.into(), "it's $1".into()],
+        );
+        paired.add_joined(
+            "UPDATE t SET note = $1 WHERE id = $2",
+            vec!["paired".into(), "a".into()],
+        );
+        paired.add("DELETE FROM t WHERE id = $1", vec!["none".into()]);
+        let last = paired.add_joined("SELECT id, note FROM t ORDER BY id", vec![]);
+        let out = paired.run(&mut db).await.expect("paired run");
+        assert_eq!((out.len(), last), (4, 3));
+        assert_eq!(out[1].rows_affected, 1, "the pair answers as its second");
+        let rows: Vec<(String, Option<String>)> = out[3]
+            .rows
+            .iter()
+            .map(|r| {
+                (
+                    r.try_get("id").expect("id"),
+                    r.try_get("note").expect("note"),
+                )
+            })
+            .collect();
+        assert_eq!(
+            rows,
+            vec![
+                ("a".to_string(), Some("paired".to_string())),
+                ("b".to_string(), Some("it's $1".to_string())),
+            ]
+        );
+
         let mut bad = Script::new();
         bad.add(
             "INSERT INTO t (id, n) VALUES ($1, $2)",

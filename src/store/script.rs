@@ -80,6 +80,8 @@ pub struct Out {
 pub struct Script {
     /// Mostly `&'static str` constants: no copy of the SQL per statement on the hot path.
     stmts: Vec<(Cow<'static, str>, Vec<Val>)>,
+    /// Indexes of statements sent as the `WITH` of the next one ([`Script::add_joined`]).
+    pairs: Vec<usize>,
 }
 
 impl Script {
@@ -91,6 +93,21 @@ impl Script {
     pub fn add(&mut self, sql: impl Into<Cow<'static, str>>, args: Vec<Val>) -> usize {
         self.stmts.push((sql.into(), args));
         self.stmts.len() - 1
+    }
+
+    /// Adds a statement that a PostgreSQL writer sends together with the previous one, as
+    /// one statement: the previous one (an `INSERT`, `UPDATE` or `DELETE` whose answer no
+    /// one reads) becomes a data-modifying `WITH` of this one, whose answer is the pair's.
+    /// PostgreSQL's cost per statement (executor start-up, plan-cache checks, protocol) is
+    /// most of what it spends on weft's small statements. Elsewhere it is [`Script::add`].
+    /// Every statement keeps its [`Out`] (the previous one's is empty on PostgreSQL).
+    pub fn add_joined(&mut self, sql: impl Into<Cow<'static, str>>, args: Vec<Val>) -> usize {
+        if let Some(previous) = self.stmts.len().checked_sub(1) {
+            if !self.pairs.contains(&previous) && !self.pairs.contains(&previous.wrapping_sub(1)) {
+                self.pairs.push(previous);
+            }
+        }
+        self.add(sql, args)
     }
 
     /// Runs the statements; one [`Out`] per statement, in order.
@@ -115,20 +132,22 @@ impl Script {
             }
             // A PostgreSQL writer's connection sends them all before awaiting the first.
             Db::Pg(conn) => {
-                let stmts: Vec<(&str, &[Val])> = self
-                    .stmts
-                    .iter()
-                    .map(|(s, a)| (s.as_ref(), a.as_slice()))
-                    .collect();
-                Ok(conn
-                    .run_all(&stmts)
-                    .await?
-                    .into_iter()
-                    .map(|(rows_affected, rows)| Out {
+                let (sent, paired) = self.merged_pairs();
+                let stmts: Vec<(&str, &[Val])> =
+                    sent.iter().map(|(s, a)| (s.as_ref(), a.as_ref())).collect();
+                let mut answers = conn.run_all(&stmts).await?.into_iter();
+                let mut outs = Vec::with_capacity(self.stmts.len());
+                for first in paired {
+                    if first {
+                        outs.push(Out::default());
+                    }
+                    let (rows_affected, rows) = answers.next().unwrap_or_default();
+                    outs.push(Out {
                         rows_affected,
                         rows,
-                    })
-                    .collect())
+                    });
+                }
+                Ok(outs)
             }
             // sqlx's PostgreSQL takes one statement per query; the SQLite writer's own
             // connection runs them on its thread, where one more statement costs no hop.
@@ -140,6 +159,40 @@ impl Script {
                 Ok(outs)
             }
         }
+    }
+}
+
+impl Script {
+    /// The statements a PostgreSQL writer sends (each pair as one), and per statement sent
+    /// whether it carries a pair.
+    #[allow(clippy::type_complexity)]
+    fn merged_pairs(&self) -> (Vec<(Cow<'_, str>, Cow<'_, [Val]>)>, Vec<bool>) {
+        let mut sent = Vec::with_capacity(self.stmts.len());
+        let mut paired = Vec::with_capacity(self.stmts.len());
+        let mut i = 0;
+        while i < self.stmts.len() {
+            let (sql, args) = &self.stmts[i];
+            match self.stmts.get(i + 1) {
+                Some((second, second_args)) if self.pairs.contains(&i) => {
+                    let mut merged = String::with_capacity(sql.len() + second.len() + 16);
+                    merged.push_str("WITH first AS (");
+                    merged.push_str(sql);
+                    merged.push_str(")\n");
+                    renumber(second, args.len(), &mut merged);
+                    let mut all = args.clone();
+                    all.extend(second_args.iter().cloned());
+                    sent.push((Cow::Owned(merged), Cow::Owned(all)));
+                    paired.push(true);
+                    i += 2;
+                }
+                _ => {
+                    sent.push((Cow::Borrowed(sql.as_ref()), Cow::Borrowed(args.as_slice())));
+                    paired.push(false);
+                    i += 1;
+                }
+            }
+        }
+        (sent, paired)
     }
 }
 

@@ -121,6 +121,9 @@ pub fn plan_without_update(
     plan_then(message_id, row, input, script, false)
 }
 
+const INSERT_HISTORY: &str = "INSERT INTO status_history (message_id, status, raw_status, applied, connection_id, provider_message_id, error_code, detail, occurred_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+
 fn plan_then(
     message_id: &str,
     row: &AnyRow,
@@ -133,27 +136,23 @@ fn plan_then(
     let moved = matches!(current.apply(input.status), Transition::Moved(_));
     let code = input.error.as_ref().and_then(|e| e.code);
     let detail = input.error.as_ref().and_then(|e| e.detail);
-    script.add(
-        "INSERT INTO status_history (message_id, status, raw_status, applied, connection_id, provider_message_id, error_code, detail, occurred_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        vec![
-            message_id.into(),
-            input.status.as_str().into(),
-            input.raw_status.into(),
-            i64::from(moved).into(),
-            input.connection_id.into(),
-            input.provider_message_id.into(),
-            code.into(),
-            detail.into(),
-            input.at.into(),
-        ],
-    );
+    let history = vec![
+        message_id.into(),
+        input.status.as_str().into(),
+        input.raw_status.into(),
+        i64::from(moved).into(),
+        input.connection_id.into(),
+        input.provider_message_id.into(),
+        code.into(),
+        detail.into(),
+        input.at.into(),
+    ];
     // `at` may be the provider's own time (minute precision, other clocks): `updated_at` is
     // when weft changed the message, so it never goes back before `created_at`.
     let updated_at = crate::domain::now_ms().max(input.at);
     if moved && update {
-        match &input.error {
-            Some(e) if input.status.is_failure() => script.add(
+        let (sql, args) = match &input.error {
+            Some(e) if input.status.is_failure() => (
                 "UPDATE messages SET status = $1, updated_at = $2, error_reason = $3, error_code = $4, error_detail = $5 WHERE id = $6",
                 vec![
                     input.status.as_str().into(),
@@ -164,11 +163,15 @@ fn plan_then(
                     message_id.into(),
                 ],
             ),
-            _ => script.add(
+            _ => (
                 "UPDATE messages SET status = $1, updated_at = $2 WHERE id = $3",
                 vec![input.status.as_str().into(), updated_at.into(), message_id.into()],
             ),
         };
+        script.add(INSERT_HISTORY, history);
+        script.add_joined(sql, args);
+    } else {
+        script.add(INSERT_HISTORY, history);
     }
     let tenant_id: String = row.try_get("tenant_id")?;
     let callback = match (
