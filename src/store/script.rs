@@ -100,7 +100,14 @@ impl Script {
     /// one reads) becomes a data-modifying `WITH` of this one, whose answer is the pair's.
     /// PostgreSQL's cost per statement (executor start-up, plan-cache checks, protocol) is
     /// most of what it spends on weft's small statements. Elsewhere it is [`Script::add`].
-    /// Every statement keeps its [`Out`] (the previous one's is empty on PostgreSQL).
+    /// Every statement keeps its [`Out`] (the previous one's is empty on PostgreSQL). The two
+    /// see the database as it was before them, not each other's rows: they must not depend
+    /// on each other nor change the same row (PostgreSQL would apply only one change), and
+    /// the pair takes its row locks in an order of PostgreSQL's choosing — pair only
+    /// statements whose rows the transaction has locked already or no other writer locks.
+    /// (Chains of three or more, and pairs taking new locks — the accept's inserts, the
+    /// send result's attempt update with the message lock — were tried: slower, and a
+    /// deadlock.)
     pub fn add_joined(&mut self, sql: impl Into<Cow<'static, str>>, args: Vec<Val>) -> usize {
         if let Some(previous) = self.stmts.len().checked_sub(1) {
             if !self.pairs.contains(&previous) && !self.pairs.contains(&previous.wrapping_sub(1)) {
