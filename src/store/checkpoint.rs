@@ -99,21 +99,38 @@ mod tests {
     use super::super::writer::open_lite;
     use super::*;
 
+    /// A WAL database with a table `t` in a temp dir (kept while the first value lives),
+    /// its path, and the writer's connection.
+    fn wal_db() -> (tempfile::TempDir, String, rusqlite::Connection) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("w.db").to_string_lossy().into_owned();
+        let w = open_lite(&path).expect("writer");
+        w.execute_batch("PRAGMA wal_autocheckpoint = 0; CREATE TABLE t (x TEXT)")
+            .expect("schema");
+        (dir, path, w)
+    }
+
+    /// Commits `n` rows of about a page each.
+    fn fill(w: &rusqlite::Connection, n: usize) {
+        for _ in 0..n {
+            w.execute("INSERT INTO t (x) VALUES (?1)", ["x".repeat(3000)])
+                .expect("insert");
+        }
+    }
+
+    /// Opens a read transaction on `r` (its snapshot holds the log's frames from now on).
+    fn hold_snapshot(r: &rusqlite::Connection) {
+        r.execute_batch("BEGIN").expect("begin read");
+        let _: i64 = r
+            .query_row("SELECT COUNT(*) FROM t", [], |row| row.get(0))
+            .expect("read");
+    }
+
     /// Catching up copies everything a reader does not hold; a reader that holds frames
     /// does not keep it going for ever.
     #[test]
     fn catching_up_copies_the_log_and_gives_up_on_a_reader() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("c.db").to_string_lossy().into_owned();
-        let w = open_lite(&path).expect("writer");
-        w.execute_batch("PRAGMA wal_autocheckpoint = 0; CREATE TABLE t (x TEXT)")
-            .expect("schema");
-        let fill = |n: usize| {
-            for _ in 0..n {
-                w.execute("INSERT INTO t (x) VALUES (?1)", ["x".repeat(3000)])
-                    .expect("insert");
-            }
-        };
+        let (_dir, path, w) = wal_db();
         let c = open_lite(&path).expect("checkpointer");
         let left = |conn: &rusqlite::Connection| -> i64 {
             conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
@@ -121,16 +138,13 @@ mod tests {
             })
             .expect("checkpoint")
         };
-        fill(20);
+        fill(&w, 20);
         let rounds = catch_up(&c);
         assert!((1..=CATCH_UP_ROUNDS).contains(&rounds), "{rounds} rounds");
         assert_eq!(left(&c), 0, "everything copied");
         let r = open_lite(&path).expect("reader");
-        r.execute_batch("BEGIN").expect("begin read");
-        let _: i64 = r
-            .query_row("SELECT COUNT(*) FROM t", [], |row| row.get(0))
-            .expect("read");
-        fill(20);
+        hold_snapshot(&r);
+        fill(&w, 20);
         assert_eq!(catch_up(&c), CATCH_UP_ROUNDS, "gave up after its rounds");
         assert!(left(&c) > 0, "the reader's frames are still in the log");
         r.execute_batch("COMMIT").expect("end read");
@@ -141,32 +155,19 @@ mod tests {
     /// from the start of the log again.
     #[test]
     fn a_restart_checkpoint_lets_the_wal_start_over() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("w.db").to_string_lossy().into_owned();
-        let w = open_lite(&path).expect("writer");
-        w.execute_batch("PRAGMA wal_autocheckpoint = 0; CREATE TABLE t (x TEXT)")
-            .expect("schema");
+        let (_dir, path, w) = wal_db();
         let c = open_lite(&path).expect("checkpointer");
         let r = open_lite(&path).expect("reader");
-        let fill = |n: usize| {
-            for _ in 0..n {
-                w.execute("INSERT INTO t (x) VALUES (?1)", ["x".repeat(3000)])
-                    .expect("insert");
-            }
-        };
-        fill(20);
-        r.execute_batch("BEGIN").expect("begin read");
-        let _: i64 = r
-            .query_row("SELECT COUNT(*) FROM t", [], |row| row.get(0))
-            .expect("read");
-        fill(20);
+        fill(&w, 20);
+        hold_snapshot(&r);
+        fill(&w, 20);
         let held = checkpoint(&c, false).expect("passive");
-        fill(5);
+        fill(&w, 5);
         let grown = checkpoint(&c, false).expect("passive");
         assert!(grown > held, "the log kept growing: {held} -> {grown}");
         r.execute_batch("COMMIT").expect("end read");
         assert_eq!(checkpoint(&w, true).expect("restart"), grown);
-        fill(1);
+        fill(&w, 1);
         let after = checkpoint(&c, false).expect("passive");
         assert!(
             after < 5,
