@@ -110,7 +110,11 @@ impl Script {
     /// deadlock.)
     pub fn add_joined(&mut self, sql: impl Into<Cow<'static, str>>, args: Vec<Val>) -> usize {
         if let Some(previous) = self.stmts.len().checked_sub(1) {
-            if !self.pairs.contains(&previous) && !self.pairs.contains(&previous.wrapping_sub(1)) {
+            // Pairs only: the previous statement must not already be part of one.
+            let second = previous
+                .checked_sub(1)
+                .is_some_and(|p| self.pairs.contains(&p));
+            if !second && !self.pairs.contains(&previous) {
                 self.pairs.push(previous);
             }
         }
@@ -169,11 +173,13 @@ impl Script {
     }
 }
 
+/// A statement as sent: its SQL and arguments, borrowed from the script or made for a pair.
+type Sent<'a> = (Cow<'a, str>, Cow<'a, [Val]>);
+
 impl Script {
     /// The statements a PostgreSQL writer sends (each pair as one), and per statement sent
     /// whether it carries a pair.
-    #[allow(clippy::type_complexity)]
-    fn merged_pairs(&self) -> (Vec<(Cow<'_, str>, Cow<'_, [Val]>)>, Vec<bool>) {
+    fn merged_pairs(&self) -> (Vec<Sent<'_>>, Vec<bool>) {
         let mut sent = Vec::with_capacity(self.stmts.len());
         let mut paired = Vec::with_capacity(self.stmts.len());
         let mut i = 0;
