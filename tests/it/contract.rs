@@ -310,7 +310,10 @@ async fn schemathesis_finds_nothing(b: Backend) {
         // many candidates; that is a property of the generator, not a finding.
         .arg("--hypothesis-suppress-health-check=filter_too_much")
         .args(["--request-timeout", "10000"])
-        .args(["--workers", "4"])
+        // One worker: with four, schemathesis once crashed inside itself ("IndexError:
+        // list index out of range", upstream's multi-worker bugs) and then hung with its
+        // workers waiting, failing this test after 300 s while weft answered fine.
+        .args(["--workers", "1"])
         // utoipa writes OpenAPI 3.1.
         .arg("--experimental=openapi-3.1")
         .arg("--no-color")
