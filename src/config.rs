@@ -284,8 +284,16 @@ impl Config {
         if self.listen_addr().is_err() {
             p.push(format!("listen: {:?} is not host:port", self.listen));
         }
-        if let Err(e) = self.database() {
-            p.push(e);
+        match self.database() {
+            Err(e) => p.push(e),
+            // The writers' own connections read sslmode and sslrootcert: a mistake in them
+            // is a start-up problem, not a failure of every later write.
+            Ok(DatabaseUrl::Postgres(url)) => {
+                if let Err(e) = crate::store::PgTarget::from_url(&url) {
+                    p.push(format!("database_url: {e}"));
+                }
+            }
+            Ok(DatabaseUrl::Sqlite(_)) => {}
         }
         if !self.public_url.is_empty() {
             match url::Url::parse(&self.public_url) {
@@ -450,9 +458,6 @@ impl Config {
             return Ok(DatabaseUrl::Sqlite("sqlite://weft.db?mode=rwc".into()));
         }
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            // The writers' own connections read sslmode and sslrootcert here: a mistake in
-            // them is a start-up problem, not a failure of every later write.
-            crate::store::PgTarget::from_url(url).map_err(|e| format!("database_url: {e}"))?;
             Ok(DatabaseUrl::Postgres(url.to_string()))
         } else if let Some(rest) = url.strip_prefix("sqlite:") {
             let rest = rest.trim_start_matches("//");

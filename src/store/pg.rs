@@ -343,6 +343,19 @@ mod tests {
             ]
         );
 
+        // Pairs only: a statement joined to the second of a pair is sent on its own.
+        let mut three = Script::new();
+        three.add("INSERT INTO t (id) VALUES ($1)", vec!["d".into()]);
+        three.add_joined("INSERT INTO t (id) VALUES ($1)", vec!["e".into()]);
+        three.add_joined(
+            "INSERT INTO t (id) VALUES ($1) RETURNING id",
+            vec!["f".into()],
+        );
+        let out = three.run(&mut db).await.expect("three joined");
+        assert_eq!(out.len(), 3);
+        assert_eq!(out[1].rows_affected, 1, "d and e: one pair, answering as e");
+        assert_eq!(out[2].rows.len(), 1, "f on its own");
+
         let mut bad = Script::new();
         bad.add(
             "INSERT INTO t (id, n) VALUES ($1, $2)",

@@ -150,32 +150,29 @@ where
     }
 }
 
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
 fn client_config(
     mode: SslMode,
     root_cert: Option<&str>,
 ) -> Result<rustls::ClientConfig, PgUrlError> {
-    let builder = rustls::ClientConfig::builder_with_provider(provider())
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?;
     let verifier: Arc<dyn ServerCertVerifier> = match mode {
         SslMode::Disable | SslMode::Prefer | SslMode::Require => Arc::new(Lenient {
             chain: None,
-            provider: provider(),
+            provider,
         }),
         SslMode::VerifyCa | SslMode::VerifyFull => {
             let chain = WebPkiServerVerifier::builder_with_provider(
                 Arc::new(roots(root_cert)?),
-                provider(),
+                provider.clone(),
             )
             .build()
             .map_err(|e| PgUrlError::Tls(rustls::Error::General(e.to_string())))?;
             if mode == SslMode::VerifyCa {
                 Arc::new(Lenient {
                     chain: Some(chain),
-                    provider: provider(),
+                    provider,
                 })
             } else {
                 chain

@@ -80,8 +80,8 @@ pub struct Out {
 pub struct Script {
     /// Mostly `&'static str` constants: no copy of the SQL per statement on the hot path.
     stmts: Vec<(Cow<'static, str>, Vec<Val>)>,
-    /// Indexes of statements sent as the `WITH` of the next one ([`Script::add_joined`]).
-    pairs: Vec<usize>,
+    /// Per statement: sent together with the previous one ([`Script::add_joined`]).
+    joined: Vec<bool>,
 }
 
 impl Script {
@@ -92,6 +92,7 @@ impl Script {
     /// Adds a statement; its parameters are numbered `$1…$k` as if it ran alone.
     pub fn add(&mut self, sql: impl Into<Cow<'static, str>>, args: Vec<Val>) -> usize {
         self.stmts.push((sql.into(), args));
+        self.joined.push(false);
         self.stmts.len() - 1
     }
 
@@ -109,16 +110,9 @@ impl Script {
     /// send result's attempt update with the message lock — were tried: slower, and a
     /// deadlock.)
     pub fn add_joined(&mut self, sql: impl Into<Cow<'static, str>>, args: Vec<Val>) -> usize {
-        if let Some(previous) = self.stmts.len().checked_sub(1) {
-            // Pairs only: the previous statement must not already be part of one.
-            let second = previous
-                .checked_sub(1)
-                .is_some_and(|p| self.pairs.contains(&p));
-            if !second && !self.pairs.contains(&previous) {
-                self.pairs.push(previous);
-            }
-        }
-        self.add(sql, args)
+        let i = self.add(sql, args);
+        self.joined[i] = i > 0;
+        i
     }
 
     /// Runs the statements; one [`Out`] per statement, in order.
@@ -178,7 +172,8 @@ type Sent<'a> = (Cow<'a, str>, Cow<'a, [Val]>);
 
 impl Script {
     /// The statements a PostgreSQL writer sends (each pair as one), and per statement sent
-    /// whether it carries a pair.
+    /// whether it carries a pair. Pairs only: a statement joined to the second of a pair is
+    /// sent on its own.
     fn merged_pairs(&self) -> (Vec<Sent<'_>>, Vec<bool>) {
         let mut sent = Vec::with_capacity(self.stmts.len());
         let mut paired = Vec::with_capacity(self.stmts.len());
@@ -186,7 +181,7 @@ impl Script {
         while i < self.stmts.len() {
             let (sql, args) = &self.stmts[i];
             match self.stmts.get(i + 1) {
-                Some((second, second_args)) if self.pairs.contains(&i) => {
+                Some((second, second_args)) if self.joined[i + 1] => {
                     let mut merged = String::with_capacity(sql.len() + second.len() + 16);
                     merged.push_str("WITH first AS (");
                     merged.push_str(sql);
