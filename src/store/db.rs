@@ -155,6 +155,7 @@ pub(crate) async fn run_any_multi(
         q = match v {
             Val::Text(t) => q.bind(t),
             Val::Int(i) => q.bind(i),
+            Val::Texts(_) | Val::Ints(_) => return Err(sqlx::Error::Protocol(Val::not_here())),
         };
     }
     let mut out = Vec::new();
@@ -284,6 +285,11 @@ fn run_lite_untimed(
         match v {
             Val::Text(t) => stmt.raw_bind_parameter(idx, t.as_deref())?,
             Val::Int(n) => stmt.raw_bind_parameter(idx, *n)?,
+            Val::Texts(_) | Val::Ints(_) => {
+                return Err(rusqlite::Error::ToSqlConversionFailure(
+                    Val::not_here().into(),
+                ))
+            }
         }
     }
     let ncols = stmt.column_count();

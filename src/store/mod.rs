@@ -16,9 +16,11 @@ mod contacts;
 mod conversations;
 pub mod db;
 mod delivery;
+mod intake;
 mod pg;
 mod pg_tls;
 mod read;
+mod receipts;
 pub(crate) mod script;
 #[cfg(feature = "sql-stats")]
 mod sql_stats;

@@ -71,6 +71,8 @@ impl PgConn {
             .map(|v| match v {
                 Val::Text(_) => Type::TEXT,
                 Val::Int(_) => Type::INT8,
+                Val::Texts(_) => Type::TEXT_ARRAY,
+                Val::Ints(_) => Type::INT8_ARRAY,
             })
             .collect();
         if let Some(s) = self
@@ -130,6 +132,8 @@ fn param(v: &Val) -> &(dyn ToSql + Sync) {
     match v {
         Val::Text(t) => t,
         Val::Int(n) => n,
+        Val::Texts(t) => t,
+        Val::Ints(n) => n,
     }
 }
 

@@ -18,6 +18,18 @@ use std::borrow::Cow;
 pub enum Val {
     Text(Option<String>),
     Int(Option<i64>),
+    /// An array (`TEXT[]`): a PostgreSQL writer's statements only (one row per element
+    /// with `unnest`); elsewhere binding it is an error.
+    Texts(Vec<Option<String>>),
+    /// An array (`INT8[]`), as [`Val::Texts`].
+    Ints(Vec<Option<i64>>),
+}
+
+impl Val {
+    /// The error binding an array outside a PostgreSQL writer's connection gives.
+    pub fn not_here() -> String {
+        "array parameters are for a PostgreSQL writer's connection only".into()
+    }
 }
 
 impl From<&str> for Val {

@@ -131,22 +131,8 @@ fn plan_then(
     script: &mut Script,
     update: bool,
 ) -> Result<Planned, sqlx::Error> {
-    let current: String = row.try_get("status")?;
-    let current = DeliveryStatus::from_str(&current).unwrap_or(DeliveryStatus::Accepted);
-    let moved = matches!(current.apply(input.status), Transition::Moved(_));
-    let code = input.error.as_ref().and_then(|e| e.code);
-    let detail = input.error.as_ref().and_then(|e| e.detail);
-    let history = vec![
-        message_id.into(),
-        input.status.as_str().into(),
-        input.raw_status.into(),
-        i64::from(moved).into(),
-        input.connection_id.into(),
-        input.provider_message_id.into(),
-        code.into(),
-        detail.into(),
-        input.at.into(),
-    ];
+    let moved = moves(&row.try_get::<String, _>("status")?, input.status);
+    let history = history_args(message_id, input, moved);
     // `at` may be the provider's own time (minute precision, other clocks): `updated_at` is
     // when weft changed the message, so it never goes back before `created_at`.
     let updated_at = crate::domain::now_ms().max(input.at);
@@ -173,36 +159,30 @@ fn plan_then(
     } else {
         script.add(INSERT_HISTORY, history);
     }
-    let tenant_id: String = row.try_get("tenant_id")?;
-    let callback = match (
-        row.try_get::<Option<String>, _>("callback_url")?,
-        row.try_get::<Option<String>, _>("callback_secret")?,
-    ) {
-        (Some(url), Some(secret)) => Some((url, secret)),
-        _ => None,
-    };
-    // The event is built only if someone can receive it: the message's own callback, or the
-    // tenant's app webhook endpoints (~20 allocations per status otherwise).
-    let told = callback.is_some() || crate::app_webhooks::may_have_endpoints(&tenant_id);
-    let event = if moved && told {
-        Some(event_data(message_id, row, input)?)
-    } else {
-        None
-    };
-    Ok(Planned {
-        change: StatusChange {
-            message_id: message_id.to_string(),
-            tenant_id,
-            channel: row.try_get("channel")?,
-            status: input.status,
-            moved,
-            created_at: row.try_get("created_at")?,
-        },
-        callback,
-        event,
-        at: input.at,
-        updated_at,
-    })
+    Planned::new(message_id, row, input, moved, updated_at)
+}
+
+/// Whether `incoming` moves a message whose status is `current` (the one state machine).
+pub fn moves(current: &str, incoming: DeliveryStatus) -> bool {
+    let current = DeliveryStatus::from_str(current).unwrap_or(DeliveryStatus::Accepted);
+    matches!(current.apply(incoming), Transition::Moved(_))
+}
+
+/// [`INSERT_HISTORY`]'s arguments.
+fn history_args(message_id: &str, input: &StatusInput<'_>, moved: bool) -> Vec<super::script::Val> {
+    let code = input.error.as_ref().and_then(|e| e.code);
+    let detail = input.error.as_ref().and_then(|e| e.detail);
+    vec![
+        message_id.into(),
+        input.status.as_str().into(),
+        input.raw_status.into(),
+        i64::from(moved).into(),
+        input.connection_id.into(),
+        input.provider_message_id.into(),
+        code.into(),
+        detail.into(),
+        input.at.into(),
+    ]
 }
 
 /// The `message.status_updated` event's `data`.
@@ -228,6 +208,48 @@ fn event_data(
 }
 
 impl Planned {
+    /// `input` applied to the message whose [`CURRENT_COLUMNS`] are `row` (`moved`: the state
+    /// machine moved it, its `updated_at` then being `updated_at`); the statements are the
+    /// caller's.
+    pub fn new(
+        message_id: &str,
+        row: &AnyRow,
+        input: &StatusInput<'_>,
+        moved: bool,
+        updated_at: i64,
+    ) -> Result<Planned, sqlx::Error> {
+        let tenant_id: String = row.try_get("tenant_id")?;
+        let callback = match (
+            row.try_get::<Option<String>, _>("callback_url")?,
+            row.try_get::<Option<String>, _>("callback_secret")?,
+        ) {
+            (Some(url), Some(secret)) => Some((url, secret)),
+            _ => None,
+        };
+        // The event is built only if someone can receive it: the message's own callback, or
+        // the tenant's app webhook endpoints (~20 allocations per status otherwise).
+        let told = callback.is_some() || crate::app_webhooks::may_have_endpoints(&tenant_id);
+        let event = if moved && told {
+            Some(event_data(message_id, row, input)?)
+        } else {
+            None
+        };
+        Ok(Planned {
+            change: StatusChange {
+                message_id: message_id.to_string(),
+                tenant_id,
+                channel: row.try_get("channel")?,
+                status: input.status,
+                moved,
+                created_at: row.try_get("created_at")?,
+            },
+            callback,
+            event,
+            at: input.at,
+            updated_at,
+        })
+    }
+
     /// If the status moves: the new status and the message's `updated_at`.
     pub fn moved(&self) -> Option<(DeliveryStatus, i64)> {
         self.change

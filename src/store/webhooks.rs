@@ -73,43 +73,58 @@ pub async fn run(conn: &mut Db<'_>, job: &WebhookJob) -> Result<WebhookOutcome, 
             continue;
         }
         out.stored += 1;
-        let processed = match ev {
-            InboundEvent::Status(s) => {
-                match apply_status_with(conn, &job.connection_id, s, now, by_ref).await? {
-                    Some(mut c) => {
-                        out.changes.append(&mut c);
-                        true
-                    }
-                    None => false,
-                }
-            }
-            other => {
-                if let Some(id) = crate::threading::ingest(
-                    conn,
-                    &job.connection_id,
-                    &job.tenant,
-                    &job.email,
-                    &job.consent,
-                    other,
-                    now,
-                )
-                .await?
-                {
-                    out.inbound_messages.push(id);
-                }
-                true
-            }
-        };
-        if !processed {
-            query("UPDATE webhook_events SET processed = 0, event = $1 WHERE id = $2")
-                .bind(serde_json::to_string(ev).unwrap_or_default())
-                .bind(&event_id)
-                .execute(&mut *conn)
-                .await?;
-            out.parked += 1;
-        }
+        process_stored(conn, job, ev, &event_id, by_ref, now, &mut out).await?;
     }
     Ok(out)
+}
+
+/// Applies an event stored as `event_id` (`by_ref`: a receipt's [`REF_SQL`] row, read
+/// with the insert); parks a receipt that finds no message.
+pub(super) async fn process_stored(
+    conn: &mut Db<'_>,
+    job: &WebhookJob,
+    ev: &InboundEvent,
+    event_id: &str,
+    by_ref: Option<AnyRow>,
+    now: i64,
+    out: &mut WebhookOutcome,
+) -> Result<(), sqlx::Error> {
+    let processed = match ev {
+        InboundEvent::Status(s) => {
+            match apply_status_with(conn, &job.connection_id, s, now, by_ref).await? {
+                Some(mut c) => {
+                    out.changes.append(&mut c);
+                    true
+                }
+                None => false,
+            }
+        }
+        other => {
+            if let Some(id) = crate::threading::ingest(
+                conn,
+                &job.connection_id,
+                &job.tenant,
+                &job.email,
+                &job.consent,
+                other,
+                now,
+            )
+            .await?
+            {
+                out.inbound_messages.push(id);
+            }
+            true
+        }
+    };
+    if !processed {
+        query("UPDATE webhook_events SET processed = 0, event = $1 WHERE id = $2")
+            .bind(serde_json::to_string(ev).unwrap_or_default())
+            .bind(event_id)
+            .execute(&mut *conn)
+            .await?;
+        out.parked += 1;
+    }
+    Ok(())
 }
 
 /// The key a webhook event is de-duplicated on. A receipt that names weft's message (the
@@ -117,7 +132,7 @@ pub async fn run(conn: &mut Db<'_>, job: &WebhookJob) -> Result<WebhookOutcome, 
 /// time, so the unique index gets its inserts near its right edge, on pages other recent
 /// receipts just wrote, instead of one random page per receipt (provider tokens and ids are
 /// random). Retries of one callback carry the same URL and token, so they still collide.
-fn stored_dedupe_key(ev: &InboundEvent) -> String {
+pub(super) fn stored_dedupe_key(ev: &InboundEvent) -> String {
     match ev {
         InboundEvent::Status(s) => match &s.correlation.message_id {
             Some(m) => format!("{m}/{}", s.dedupe_key),
@@ -129,20 +144,25 @@ fn stored_dedupe_key(ev: &InboundEvent) -> String {
 
 /// A provider id's ref (`$1` connection, `$2` provider id): message, attempt, part status,
 /// the attempt's number of parts, and the message's [`status::CURRENT_COLUMNS`].
-static REF_SQL: LazyLock<String> = LazyLock::new(|| {
+static REF_SQL: LazyLock<String> =
+    LazyLock::new(|| refs_where("r.connection_id = $1 AND r.provider_message_id = $2"));
+
+/// [`REF_SQL`]'s columns (and the ref's own `connection_id`, `provider_message_id`) for the
+/// refs `condition` picks.
+pub(super) fn refs_where(condition: &str) -> String {
     let current: Vec<String> = status::CURRENT_COLUMNS
         .split(", ")
         .map(|c| format!("m.{c}"))
         .collect();
     format!(
-        "SELECT r.message_id, r.attempt_id, r.status AS part_status,
+        "SELECT r.message_id, r.attempt_id, r.status AS part_status, r.connection_id AS ref_connection, r.provider_message_id AS ref_pid,
             (SELECT COUNT(*) FROM provider_refs p WHERE p.message_id = r.message_id AND p.attempt_id = r.attempt_id) AS parts,
             {}
          FROM provider_refs r JOIN messages m ON m.id = r.message_id
-         WHERE r.connection_id = $1 AND r.provider_message_id = $2",
+         WHERE {condition}",
         current.join(", ")
     )
-});
+}
 
 /// [`REF_SQL`] locking the message row (PostgreSQL; see [`status::current_sql`]).
 static REF_SQL_FOR_UPDATE: LazyLock<String> =
@@ -159,12 +179,21 @@ async fn apply_status(
     s: &StatusEvent,
     now: i64,
 ) -> Result<Option<Vec<StatusChange>>, sqlx::Error> {
-    let by_ref = query(ref_sql(conn))
-        .bind(connection_id)
-        .bind(&s.provider_message_id)
-        .fetch_optional(&mut *conn)
-        .await?;
+    let by_ref = read_ref(conn, connection_id, &s.provider_message_id).await?;
     apply_status_with(conn, connection_id, s, now, by_ref).await
+}
+
+/// A provider id's [`REF_SQL`] row (locking its message where writers run concurrently).
+pub(super) async fn read_ref(
+    conn: &mut Db<'_>,
+    connection_id: &str,
+    provider_message_id: &str,
+) -> Result<Option<AnyRow>, sqlx::Error> {
+    query(ref_sql(conn))
+        .bind(connection_id)
+        .bind(provider_message_id)
+        .fetch_optional(&mut *conn)
+        .await
 }
 
 /// [`apply_status`] with the [`REF_SQL`] row already read.

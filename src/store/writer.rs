@@ -3,21 +3,23 @@
 //! fsync is shared by hundreds of requests. If any job in a batch fails, the batch is rolled
 //! back and its jobs are retried one transaction each, so one bad job never sinks the others.
 //!
-//! PostgreSQL runs several writer tasks, each with a connection of its own ([`Db::Pg`]).
-//! SQLite has one writer: a thread of its own with a synchronous connection ([`Db::Lite`]),
+//! PostgreSQL runs several writer tasks, each with a connection and a queue of its own
+//! ([`Db::Pg`], [`super::intake`]); on it a batch's plain receipts run as one group
+//! ([`super::receipts`]). SQLite has one writer: a thread of its own with a synchronous connection ([`Db::Lite`]),
 //! so a batch runs there without a hand-off per statement; it holds the store's SQLite
 //! write gate for each batch, which the few writes outside the writer take too (one writer
 //! at a time, as SQLite wants).
 
 use super::checkpoint::{checkpoints, WAL_LIMIT_BYTES};
 use super::db::{lite_error, Db};
+use super::intake::{next_batch, queues, Intake, Linger, Router, LINGER, LINGER_MIN};
 use super::pg::PgConn;
 use super::pg_tls::PgTarget;
-use super::{accept, claim, delivery, tenants, webhooks, Backend, StoreError};
+use super::{accept, claim, delivery, receipts, tenants, webhooks, Backend, StoreError};
 use futures::FutureExt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use tokio::sync::{mpsc, oneshot, watch, Mutex};
+use tokio::sync::{oneshot, watch, Mutex};
 use tokio::task::JoinHandle;
 use weft_provider::InboundEvent;
 
@@ -36,13 +38,20 @@ pub enum Job {
 
 impl Job {
     /// The rows a job locks mostly belong to one message or one customer: this names them.
-    /// PostgreSQL writers run their batches in key order, so two batches that touch the same
-    /// messages take the row locks in the same order and cannot deadlock (a deadlock costs
-    /// PostgreSQL's `deadlock_timeout`, 1 s by default, and a retry).
-    fn lock_key(&self) -> String {
+    /// A batch runs in key order, and a message's attempts, results and receipts (and the
+    /// requests sharing an `Idempotency-Key`) go to the one PostgreSQL writer their key
+    /// picks ([`super::intake`]), so writers do not wait for each other's locks on those
+    /// rows. A deadlock between writers would cost PostgreSQL's `deadlock_timeout` (1 s by
+    /// default) and a retry. An accept with an `Idempotency-Key` is keyed by it: a client's
+    /// retries claim it in one writer, one after the other (in two, one could hold the key
+    /// and wait for a conversation the other held).
+    pub(super) fn lock_key(&self) -> String {
         use crate::threading::contacts::normalize;
         match self {
-            Job::Accept(j) => j.msg.identity.clone(),
+            Job::Accept(j) => match &j.idempotency {
+                Some((key, _)) => format!("{}\u{1f}{key}", j.msg.tenant_id),
+                None => j.msg.identity.clone(),
+            },
             Job::Begin(j) => j.message_id.clone(),
             Job::End(j) => j.message_id.clone(),
             Job::Webhook(j) => match j.events.first() {
@@ -73,13 +82,13 @@ pub enum Done {
     Admin(tenants::AdminDone),
 }
 
-struct Envelope {
-    job: Job,
-    reply: oneshot::Sender<Result<Done, StoreError>>,
+pub(super) struct Envelope {
+    pub(super) job: Job,
+    pub(super) reply: oneshot::Sender<Result<Done, StoreError>>,
 }
 
 pub struct Writer {
-    tx: mpsc::Sender<Envelope>,
+    tx: Router,
     stop: watch::Sender<bool>,
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
 }
@@ -98,19 +107,18 @@ impl Writer {
             Engine::Postgres { writers, .. } => *writers,
             Engine::Sqlite { .. } => 1,
         };
-        let (tx, rx) = mpsc::channel::<Envelope>(batch_max * lanes * 4);
-        let rx = Arc::new(Mutex::new(rx));
+        let (tx, intakes) = queues(lanes, batch_max * 4);
+        let mut intakes = intakes.into_iter();
         let (stop, stop_rx) = watch::channel(false);
         let tasks = match engine {
-            Engine::Postgres { url, writers } => {
+            Engine::Postgres { url, .. } => {
                 let target = Arc::new(PgTarget::from_url(&url)?);
                 let busy = Arc::new(AtomicUsize::new(0));
-                (0..writers)
-                    .map(|_| {
-                        let rx = rx.clone();
+                intakes
+                    .map(|intake| {
                         let target = target.clone();
                         let stop_rx = stop_rx.clone();
-                        tokio::spawn(run(target, rx, stop_rx, batch_max, busy.clone()))
+                        tokio::spawn(run(target, intake, stop_rx, batch_max, busy.clone()))
                     })
                     .collect()
             }
@@ -136,13 +144,16 @@ impl Writer {
                     })
                     .map_err(|e| StoreError::Corrupt(format!("checkpoint thread: {e}")))?;
                 let (done_tx, done_rx) = oneshot::channel::<()>();
+                let intake = intakes.next();
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .build()
                     .map_err(|e| StoreError::Corrupt(format!("writer runtime: {e}")))?;
                 std::thread::Builder::new()
                     .name("weft-sqlite-writer".into())
                     .spawn(move || {
-                        rt.block_on(run_lite(conn, gate, rx, stop_rx, batch_max));
+                        if let Some(intake) = intake {
+                            rt.block_on(run_lite(conn, gate, intake, stop_rx, batch_max));
+                        }
                         drop(alive);
                         let _ = done_tx.send(());
                     })
@@ -182,68 +193,6 @@ impl Writer {
     }
 }
 
-/// The next batch: waits for one job, then takes what else is queued (up to `batch_max`).
-/// None once stopped and drained.
-///
-/// `linger` (PostgreSQL): while another writer is mid-batch, a batch smaller than
-/// [`LINGER_MIN`] jobs waits up to [`LINGER`] for more: a waiting writer would otherwise start a
-/// transaction for every job or two that arrives while the others commit, and each
-/// transaction costs PostgreSQL a `BEGIN`, a `COMMIT` and a WAL flush. With no other writer
-/// busy nothing is waited for: a quiet gateway answers at once.
-async fn next_batch(
-    rx: &Mutex<mpsc::Receiver<Envelope>>,
-    stop: &mut watch::Receiver<bool>,
-    batch_max: usize,
-    linger: Option<Linger<'_>>,
-) -> Option<Vec<Envelope>> {
-    let mut rx = rx.lock().await;
-    let first = if *stop.borrow() {
-        rx.try_recv().ok()
-    } else {
-        tokio::select! {
-            e = rx.recv() => e,
-            _ = stop.changed() => rx.try_recv().ok(),
-        }
-    };
-    let mut batch = vec![first?];
-    while batch.len() < batch_max {
-        match rx.try_recv() {
-            Ok(e) => batch.push(e),
-            Err(_) => break,
-        }
-    }
-    let Some(linger) = linger else {
-        return Some(batch);
-    };
-    let fill = linger.min.min(batch_max);
-    if linger.busy.load(Ordering::Relaxed) > 0 && batch.len() < fill {
-        let deadline = tokio::time::Instant::now() + linger.wait;
-        while batch.len() < fill && !*stop.borrow() {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(e)) => batch.push(e),
-                _ => break,
-            }
-        }
-    }
-    Some(batch)
-}
-
-/// See [`next_batch`]: the batch size a PostgreSQL writer waits for while another writer is
-/// busy, and for how long at most. Measured (4 writers, e2e at ~1,000 msgs/s): batches of
-/// ~20 jobs became ~46 with 32 and 1 ms, ~64 with 64 and 2 ms; delivered/s +6–15 %, accept
-/// p99 ~150–200 → ~110–130 ms (`load-tests/RESULTS.md`).
-const LINGER_MIN: usize = 64;
-const LINGER: std::time::Duration = std::time::Duration::from_millis(2);
-
-/// How a PostgreSQL writer waits for a fuller batch: while `busy` (writers mid-batch) is
-/// not zero, up to `wait` for `min` jobs.
-#[derive(Clone, Copy)]
-struct Linger<'a> {
-    busy: &'a AtomicUsize,
-    min: usize,
-    wait: std::time::Duration,
-}
-
 /// Counts a writer as busy while it lives.
 struct Busy<'a>(&'a AtomicUsize);
 
@@ -262,7 +211,7 @@ impl Drop for Busy<'_> {
 
 async fn run(
     target: Arc<PgTarget>,
-    rx: Arc<Mutex<mpsc::Receiver<Envelope>>>,
+    mut intake: Intake,
     mut stop: watch::Receiver<bool>,
     batch_max: usize,
     busy: Arc<AtomicUsize>,
@@ -273,7 +222,7 @@ async fn run(
         min: LINGER_MIN,
         wait: LINGER,
     };
-    while let Some(mut batch) = next_batch(&rx, &mut stop, batch_max, Some(linger)).await {
+    while let Some(mut batch) = next_batch(&mut intake, &mut stop, batch_max, Some(linger)).await {
         let _busy = Busy::start(&busy);
         // Stable: jobs of one message keep their arrival order.
         batch.sort_by_cached_key(|e| e.job.lock_key());
@@ -310,11 +259,11 @@ pub(super) fn open_lite(path: &str) -> Result<rusqlite::Connection, rusqlite::Er
 async fn run_lite(
     mut conn: rusqlite::Connection,
     gate: Arc<Mutex<()>>,
-    rx: Arc<Mutex<mpsc::Receiver<Envelope>>>,
+    mut intake: Intake,
     mut stop: watch::Receiver<bool>,
     batch_max: usize,
 ) {
-    while let Some(batch) = next_batch(&rx, &mut stop, batch_max, None).await {
+    while let Some(batch) = next_batch(&mut intake, &mut stop, batch_max, None).await {
         let _gate = gate.lock().await;
         run_batch(&mut Db::Lite(&mut conn), Backend::Sqlite, batch).await;
     }
@@ -346,7 +295,9 @@ async fn run_batch(db: &mut Db<'_>, backend: Backend, batch: Vec<Envelope>) {
     }
 }
 
-/// Runs jobs in one transaction (on SQLite `BEGIN IMMEDIATE`: the write lock up front).
+/// Runs jobs in one transaction (on SQLite `BEGIN IMMEDIATE`: the write lock up front). On
+/// a PostgreSQL writer's connection the plain receipts run together, after the other jobs
+/// ([`receipts`]).
 async fn together(
     db: &mut Db<'_>,
     backend: Backend,
@@ -357,32 +308,73 @@ async fn together(
         Backend::Postgres => "BEGIN",
     })
     .await?;
-    let mut out = Vec::with_capacity(batch.len());
-    for env in batch {
-        // A panicking job (a bug) must not take the writer down with it: on SQLite that
-        // would end the one writer thread and every later write would wait forever. Its
-        // transaction is rolled back like a failed job's; the batch is retried one by one.
-        let applied = std::panic::AssertUnwindSafe(apply(db, backend, &env.job))
-            .catch_unwind()
-            .await
-            .unwrap_or_else(|panic| {
-                let what = panic_text(panic.as_ref());
-                tracing::error!(panic = %what, "A write job panicked; its transaction is rolled back.");
-                Err(StoreError::Panicked(what))
-            });
-        match applied {
-            Ok(d) => out.push(d),
+    let grouped = if matches!(db, Db::Pg(_)) {
+        receipts::grouped(batch.iter().map(|e| &e.job))
+    } else {
+        vec![false; batch.len()]
+    };
+    match run_jobs(db, backend, batch, &grouped).await {
+        Ok(out) => match db.simple("COMMIT").await {
+            Ok(()) => Ok(out),
             Err(e) => {
                 let _ = db.simple("ROLLBACK").await;
-                return Err(e);
+                Err(e.into())
             }
+        },
+        Err(e) => {
+            let _ = db.simple("ROLLBACK").await;
+            Err(e)
         }
     }
-    if let Err(e) = db.simple("COMMIT").await {
-        let _ = db.simple("ROLLBACK").await;
-        return Err(e.into());
+}
+
+/// The jobs' results, in order: the `grouped` ones run as one group after the others.
+async fn run_jobs(
+    db: &mut Db<'_>,
+    backend: Backend,
+    batch: &[Envelope],
+    grouped: &[bool],
+) -> Result<Vec<Done>, StoreError> {
+    let mut out: Vec<Option<Done>> = Vec::with_capacity(batch.len());
+    for (env, &later) in batch.iter().zip(grouped) {
+        out.push(if later {
+            None
+        } else {
+            Some(caught(apply(db, backend, &env.job)).await?)
+        });
     }
-    Ok(out)
+    if grouped.contains(&true) {
+        let jobs: Vec<&Job> = batch
+            .iter()
+            .zip(grouped)
+            .filter(|(_, &g)| g)
+            .map(|(e, _)| &e.job)
+            .collect();
+        let run = async { Ok(receipts::run_plain(db, &jobs).await?) };
+        let mut outcomes = caught(run).await?.into_iter();
+        for slot in out.iter_mut().filter(|s| s.is_none()) {
+            *slot = outcomes.next().map(Done::Webhook);
+        }
+    }
+    out.into_iter()
+        .map(|d| d.ok_or_else(|| StoreError::Corrupt("a job without a result".into())))
+        .collect()
+}
+
+/// A job's future, with a panic (a bug) turned into an error: on SQLite a panic would end
+/// the one writer thread and every later write would wait forever. Its transaction is
+/// rolled back like a failed job's; the batch is retried one by one.
+async fn caught<T>(
+    job: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    std::panic::AssertUnwindSafe(job)
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|panic| {
+            let what = panic_text(panic.as_ref());
+            tracing::error!(panic = %what, "A write job panicked; its transaction is rolled back.");
+            Err(StoreError::Panicked(what))
+        })
 }
 
 /// A panic's message, if it has one.
@@ -462,52 +454,5 @@ mod tests {
         }
         assert!(writer.submit(tenant("c"), created).await.expect("c"));
         writer.close().await;
-    }
-
-    /// A PostgreSQL writer's batch waits for more jobs only while another writer is busy, and
-    /// only until it has `min` of them (not for all of `wait`).
-    #[tokio::test]
-    async fn a_batch_lingers_only_while_another_writer_is_busy() {
-        let (tx, rx) = mpsc::channel::<Envelope>(16);
-        let rx = Mutex::new(rx);
-        let (_stop, mut stop_rx) = watch::channel(false);
-        fn job() -> Envelope {
-            let (reply, _) = oneshot::channel();
-            Envelope {
-                job: Job::Panic,
-                reply,
-            }
-        }
-        let later = |tx: mpsc::Sender<Envelope>| {
-            tokio::spawn(async move {
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                for _ in 0..3 {
-                    let _ = tx.send(job()).await;
-                }
-            })
-        };
-        let busy = AtomicUsize::new(0);
-        let linger = Linger {
-            busy: &busy,
-            min: 4,
-            wait: std::time::Duration::from_secs(30),
-        };
-        // No other writer busy: the one queued job goes at once.
-        tx.send(job()).await.expect("send");
-        let sender = later(tx.clone());
-        let batch = next_batch(&rx, &mut stop_rx, 64, Some(linger)).await;
-        assert_eq!(batch.map(|b| b.len()), Some(1));
-        sender.await.expect("sender");
-        let rest = next_batch(&rx, &mut stop_rx, 64, Some(linger)).await;
-        assert_eq!(rest.map(|b| b.len()), Some(3));
-        // Another writer busy: the batch waits for the later jobs, and ends once it has four.
-        busy.store(1, Ordering::Relaxed);
-        tx.send(job()).await.expect("send");
-        let sender = later(tx.clone());
-        let waited = std::time::Instant::now();
-        let batch = next_batch(&rx, &mut stop_rx, 64, Some(linger)).await;
-        assert_eq!(batch.map(|b| b.len()), Some(4));
-        assert!(waited.elapsed() < std::time::Duration::from_secs(20));
-        sender.await.expect("sender");
     }
 }
