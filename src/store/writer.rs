@@ -4,11 +4,11 @@
 //! back and its jobs are retried one transaction each, so one bad job never sinks the others.
 //!
 //! PostgreSQL runs several writer tasks, each with a connection and a queue of its own
-//! ([`Db::Pg`], [`super::intake`]); on it a batch's plain receipts run as one group
-//! ([`super::receipts`]). SQLite has one writer: a thread of its own with a synchronous connection ([`Db::Lite`]),
-//! so a batch runs there without a hand-off per statement; it holds the store's SQLite
-//! write gate for each batch, which the few writes outside the writer take too (one writer
-//! at a time, as SQLite wants).
+//! ([`Db::Pg`], [`super::intake`]); there a batch's plain receipts run as one group
+//! ([`super::receipts`]). SQLite has one writer: a thread of its own with a synchronous
+//! connection ([`Db::Lite`]), so a batch runs there without a hand-off per statement; it
+//! holds the store's SQLite write gate for each batch, which the few writes outside the
+//! writer take too (one writer at a time, as SQLite wants).
 
 use super::checkpoint::{checkpoints, WAL_LIMIT_BYTES};
 use super::db::{lite_error, Db};
@@ -144,16 +144,16 @@ impl Writer {
                     })
                     .map_err(|e| StoreError::Corrupt(format!("checkpoint thread: {e}")))?;
                 let (done_tx, done_rx) = oneshot::channel::<()>();
-                let intake = intakes.next();
+                let intake = intakes
+                    .next()
+                    .ok_or_else(|| StoreError::Corrupt("no queue for the SQLite writer".into()))?;
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .build()
                     .map_err(|e| StoreError::Corrupt(format!("writer runtime: {e}")))?;
                 std::thread::Builder::new()
                     .name("weft-sqlite-writer".into())
                     .spawn(move || {
-                        if let Some(intake) = intake {
-                            rt.block_on(run_lite(conn, gate, intake, stop_rx, batch_max));
-                        }
+                        rt.block_on(run_lite(conn, gate, intake, stop_rx, batch_max));
                         drop(alive);
                         let _ = done_tx.send(());
                     })
