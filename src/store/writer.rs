@@ -15,7 +15,7 @@ use super::db::{lite_error, Db};
 use super::intake::{next_batch, queues, Intake, Linger, Router, LINGER, LINGER_MIN};
 use super::pg::PgConn;
 use super::pg_tls::PgTarget;
-use super::{accept, claim, delivery, receipts, tenants, webhooks, Backend, StoreError};
+use super::{accept, begins, claim, delivery, receipts, tenants, webhooks, Backend, StoreError};
 use futures::FutureExt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -296,8 +296,8 @@ async fn run_batch(db: &mut Db<'_>, backend: Backend, batch: Vec<Envelope>) {
 }
 
 /// Runs jobs in one transaction (on SQLite `BEGIN IMMEDIATE`: the write lock up front). On
-/// a PostgreSQL writer's connection the plain receipts run together, after the other jobs
-/// ([`receipts`]).
+/// a PostgreSQL writer's connection attempt starts and plain receipts run in groups
+/// ([`Way`]).
 async fn together(
     db: &mut Db<'_>,
     backend: Backend,
@@ -308,12 +308,12 @@ async fn together(
         Backend::Postgres => "BEGIN",
     })
     .await?;
-    let grouped = if matches!(db, Db::Pg(_)) {
-        receipts::grouped(batch.iter().map(|e| &e.job))
+    let ways = if matches!(db, Db::Pg(_)) {
+        ways(batch)
     } else {
-        vec![false; batch.len()]
+        vec![Way::Alone; batch.len()]
     };
-    match run_jobs(db, backend, batch, &grouped).await {
+    match run_jobs(db, backend, batch, &ways).await {
         Ok(out) => match db.simple("COMMIT").await {
             Ok(()) => Ok(out),
             Err(e) => {
@@ -328,33 +328,71 @@ async fn together(
     }
 }
 
-/// The jobs' results, in order: the `grouped` ones run as one group after the others.
+/// How a job of a batch runs: alone, or in one of the groups of a PostgreSQL batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Way {
+    Alone,
+    /// With the batch's other attempt starts ([`begins`]).
+    Begins,
+    /// With the batch's other plain receipts ([`receipts`]).
+    Receipts,
+}
+
+/// Each job's [`Way`] in a PostgreSQL batch.
+fn ways(batch: &[Envelope]) -> Vec<Way> {
+    let jobs = || batch.iter().map(|e| &e.job);
+    begins::grouped(jobs())
+        .into_iter()
+        .zip(receipts::grouped(jobs()))
+        .map(|(begin, receipt)| match (begin, receipt) {
+            (true, _) => Way::Begins,
+            (_, true) => Way::Receipts,
+            _ => Way::Alone,
+        })
+        .collect()
+}
+
+/// The jobs' results, in order: each group runs after the jobs that run alone (attempt
+/// starts, then receipts: a receipt may follow its message's send result in the batch).
 async fn run_jobs(
     db: &mut Db<'_>,
     backend: Backend,
     batch: &[Envelope],
-    grouped: &[bool],
+    ways: &[Way],
 ) -> Result<Vec<Done>, StoreError> {
     let mut out: Vec<Option<Done>> = Vec::with_capacity(batch.len());
-    for (env, &later) in batch.iter().zip(grouped) {
-        out.push(if later {
-            None
-        } else {
+    for (env, way) in batch.iter().zip(ways) {
+        out.push(if *way == Way::Alone {
             Some(caught(apply(db, backend, &env.job)).await?)
+        } else {
+            None
         });
     }
-    if grouped.contains(&true) {
-        let jobs: Vec<&Job> = batch
+    let members = |group: Way| -> Vec<&Job> {
+        batch
             .iter()
-            .zip(grouped)
-            .filter(|(_, &g)| g)
+            .zip(ways)
+            .filter(|(_, w)| **w == group)
             .map(|(e, _)| &e.job)
-            .collect();
-        let run = async { Ok(receipts::run_plain(db, &jobs).await?) };
-        let mut outcomes = caught(run).await?.into_iter();
-        for slot in out.iter_mut().filter(|s| s.is_none()) {
-            *slot = outcomes.next().map(Done::Webhook);
+            .collect()
+    };
+    let slots = |out: &mut Vec<Option<Done>>, group: Way, done: Vec<Done>| {
+        let mut done = done.into_iter();
+        for (slot, _) in out.iter_mut().zip(ways).filter(|(_, w)| **w == group) {
+            *slot = done.next();
         }
+    };
+    let starts = members(Way::Begins);
+    if !starts.is_empty() {
+        let run = async { Ok(begins::begin_all(db, &starts).await?) };
+        let done = caught(run).await?.into_iter().map(Done::Begin).collect();
+        slots(&mut out, Way::Begins, done);
+    }
+    let plain = members(Way::Receipts);
+    if !plain.is_empty() {
+        let run = async { Ok(receipts::run_plain(db, &plain).await?) };
+        let done = caught(run).await?.into_iter().map(Done::Webhook).collect();
+        slots(&mut out, Way::Receipts, done);
     }
     out.into_iter()
         .map(|d| d.ok_or_else(|| StoreError::Corrupt("a job without a result".into())))
