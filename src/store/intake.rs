@@ -222,6 +222,57 @@ mod tests {
         sender.await.expect("sender");
     }
 
+    /// A message's jobs all reach one writer's own queue, whichever writer that is; a job
+    /// without such a key (an admin job here) goes to the shared queue.
+    #[tokio::test]
+    async fn one_messages_jobs_reach_one_writer() {
+        let (router, mut intakes) = queues(4, 16);
+        let begin = |message_id: &str| {
+            let (reply, _) = oneshot::channel();
+            Envelope {
+                job: Job::Begin(super::super::delivery::AttemptBegin {
+                    message_id: message_id.into(),
+                    lease_token: "l".into(),
+                    lease_until: 0,
+                    attempt_id: "a".into(),
+                    channel: weft_provider::Channel::Sms,
+                    provider: "twilio",
+                    connection_id: "c".into(),
+                    sender: None,
+                    now: 0,
+                }),
+                reply,
+            }
+        };
+        let ids: Vec<String> = (0..8).map(|i| format!("msg_{i}")).collect();
+        for id in ids.iter().chain(&ids) {
+            router.send(begin(id)).await.expect("send");
+        }
+        let (reply, _) = oneshot::channel();
+        let admin = Job::Admin(super::super::tenants::AdminJob::CreateTenant { name: "t".into() });
+        router
+            .send(Envelope { job: admin, reply })
+            .await
+            .expect("send");
+        let mut writers_of: std::collections::HashMap<String, Vec<usize>> = Default::default();
+        for (w, intake) in intakes.iter_mut().enumerate() {
+            while let Ok(e) = intake.own.try_recv() {
+                if let Job::Begin(b) = &e.job {
+                    writers_of.entry(b.message_id.clone()).or_default().push(w);
+                }
+            }
+        }
+        assert_eq!(writers_of.len(), ids.len());
+        for (id, writers) in &writers_of {
+            assert!(
+                writers.len() == 2 && writers[0] == writers[1],
+                "{id} went to {writers:?}"
+            );
+        }
+        let shared = intakes[0].shared.lock().await.try_recv();
+        assert!(matches!(shared.map(|e| e.job), Ok(Job::Admin(_))));
+    }
+
     /// A writer takes its own queue's jobs and the shared queue's; another writer's queue
     /// is not its to take.
     #[tokio::test]

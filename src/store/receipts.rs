@@ -20,9 +20,9 @@
 //! writer locks those rows. Only a receipt without weft's ids in its callback is queued by
 //! the provider's id and may meet its message in another writer; a deadlock then costs
 //! PostgreSQL's `deadlock_timeout` (1 s) and the batch's retry, job by job. (Without the
-//! per-writer queues this happened 29 times in two runs; locking all of a batch's messages
-//! up front instead held every lock for whole batches: msgs/s fell by 12–15 % end to end
-//! and by ~35 % in `accept` mode.)
+//! per-writer queues PostgreSQL found 29 deadlocks in one run; locking all of a batch's
+//! messages up front instead held every lock for whole batches: msgs/s fell by 12–15 % end
+//! to end and by ~35 % in `accept` mode.)
 
 use super::db::Db;
 use super::script::{Script, Val};
@@ -38,16 +38,22 @@ use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
 use weft_provider::{DeliveryStatus, InboundEvent, StatusEvent};
 
-/// A plain receipt: its job, its event, and the event's status part.
-type Plain<'a> = (&'a WebhookJob, &'a InboundEvent, &'a StatusEvent);
+/// A plain receipt: its job, its event, the event's status part, and its status.
+type Plain<'a> = (
+    &'a WebhookJob,
+    &'a InboundEvent,
+    &'a StatusEvent,
+    DeliveryStatus,
+);
 
 /// The job's receipt, if it can be applied with others (see the module's notes).
 fn plain(job: &Job) -> Option<Plain<'_>> {
     let Job::Webhook(j) = job else { return None };
     match j.events.as_slice() {
-        [ev @ InboundEvent::Status(s)] if s.status.is_some_and(|st| !st.is_failure()) => {
-            Some((j, ev, s))
-        }
+        [ev @ InboundEvent::Status(s)] => match s.status {
+            Some(st) if !st.is_failure() => Some((j, ev, s, st)),
+            _ => None,
+        },
         _ => None,
     }
 }
@@ -71,7 +77,7 @@ pub(super) fn grouped<'a>(jobs: impl Iterator<Item = &'a Job> + Clone) -> Vec<bo
         })
         .collect();
     jobs.map(|j| {
-        plain(j).is_some_and(|(w, _, _)| named_message(w).is_none_or(|m| !apart.contains(m)))
+        plain(j).is_some_and(|(w, ..)| named_message(w).is_none_or(|m| !apart.contains(m)))
     })
     .collect()
 }
@@ -127,7 +133,7 @@ pub(super) async fn run_plain(
         .map(|_| ids::new_id(ids::IdKind::Event))
         .collect();
     let texts = |f: &dyn Fn(&WebhookJob, &StatusEvent) -> String| {
-        Val::Texts(receipts.iter().map(|(j, _, s)| Some(f(j, s))).collect())
+        Val::Texts(receipts.iter().map(|(j, _, s, _)| Some(f(j, s))).collect())
     };
     let mut script = Script::new();
     script.add(
@@ -139,7 +145,7 @@ pub(super) async fn run_plain(
             Val::Texts(
                 receipts
                     .iter()
-                    .map(|(_, ev, _)| Some(stored_dedupe_key(ev)))
+                    .map(|(_, ev, ..)| Some(stored_dedupe_key(ev)))
                     .collect(),
             ),
             texts(&|_, s| s.provider_message_id.clone()),
@@ -173,7 +179,8 @@ pub(super) async fn run_plain(
     let mut moved: HashMap<String, (DeliveryStatus, i64)> = HashMap::new();
     let mut planned: Vec<(usize, Planned)> = Vec::new();
     let mut apart: Vec<usize> = Vec::new();
-    for (i, ((job, _, s), event_id)) in receipts.iter().zip(&event_ids).enumerate() {
+    for (i, ((job, _, s, incoming), event_id)) in receipts.iter().zip(&event_ids).enumerate() {
+        let incoming = *incoming;
         let mut out = WebhookOutcome::default();
         if !stored.contains(event_id) {
             out.duplicates = 1;
@@ -189,10 +196,6 @@ pub(super) async fn run_plain(
                 apart.push(i);
                 continue;
             }
-        };
-        let Some(incoming) = s.status else {
-            apart.push(i);
-            continue;
         };
         let message_id: String = row.try_get("message_id")?;
         let current = match moved.get(&message_id) {
@@ -262,7 +265,7 @@ pub(super) async fn run_plain(
     }
     // After the group's writes: these read the messages as the group left them.
     for i in apart {
-        let ((job, ev, s), event_id) = (receipts[i], &event_ids[i]);
+        let ((job, ev, s, _), event_id) = (receipts[i], &event_ids[i]);
         let by_ref = read_ref(conn, &job.connection_id, &s.provider_message_id).await?;
         if let Some(out) = outcomes.get_mut(i) {
             process_stored(conn, job, ev, event_id, by_ref, now, out).await?;
