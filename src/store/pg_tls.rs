@@ -110,6 +110,11 @@ impl PgTarget {
         }
         kept.push(("sslmode".into(), mode.negotiation().into()));
         parsed.query_pairs_mut().clear().extend_pairs(kept);
+        // Written back form-encoded, a space is `+`, which tokio-postgres reads as a plus
+        // (`options=-c%20work_mem%3D5MB` would become `-c+work_mem=5MB`); a plus of the
+        // original is `%2B` by now.
+        let query = parsed.query().map(|q| q.replace('+', "%20"));
+        parsed.set_query(query.as_deref());
         let mut config = tokio_postgres::Config::from_str(parsed.as_str())?;
         if config
             .get_hosts()
