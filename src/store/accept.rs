@@ -2,11 +2,12 @@
 //! transaction.
 
 use super::db::{query, Db};
-use super::script::Script;
+use super::script::{insert_one, Col, Script, Val};
 use crate::domain::message::{MessageView, NewMessage};
 use crate::domain::now_ms;
 use crate::threading::contacts;
 use sqlx::Row;
+use std::sync::LazyLock;
 
 /// An idempotency key is remembered this long.
 pub const IDEMPOTENCY_TTL_MS: i64 = 24 * 3600 * 1000;
@@ -167,67 +168,122 @@ async fn open_conversation(
 }
 
 /// The 202 answer's body (also the idempotency key's stored answer).
-fn answer(m: &NewMessage, conversation_id: &str) -> String {
+pub(super) fn answer(m: &NewMessage, conversation_id: &str) -> String {
     serde_json::to_string(&MessageView::accepted(m, conversation_id)).unwrap_or_default()
 }
 
 const DELETE_MESSAGE: &str = "DELETE FROM messages WHERE id = $1";
 
+/// The columns an accepted message's row is written with.
+pub(super) const MESSAGE_COLUMNS: [(&str, Col); 28] = [
+    ("id", Col::Text),
+    ("tenant_id", Col::Text),
+    ("conversation_id", Col::Text),
+    ("direction", Col::Text),
+    ("channel", Col::Text),
+    ("to_addr", Col::Text),
+    ("from_addr", Col::Text),
+    ("body", Col::Text),
+    ("subject", Col::Text),
+    ("template", Col::Text),
+    ("metadata", Col::Text),
+    ("callback_url", Col::Text),
+    ("encoding", Col::Text),
+    ("segments", Col::Int),
+    ("status", Col::Text),
+    ("created_at", Col::Int),
+    ("updated_at", Col::Int),
+    ("customer_identity", Col::Text),
+    ("email_message_id", Col::Text),
+    ("pinned_connection", Col::Text),
+    ("fallback", Col::Text),
+    ("fallback_after_ms", Col::Int),
+    ("send_at", Col::Int),
+    ("valid_until", Col::Int),
+    ("priority", Col::Int),
+    ("kind", Col::Text),
+    ("fallback_success", Col::Text),
+    ("callback_secret", Col::Text),
+];
+
+/// The columns its outbox row is written with.
+pub(super) const OUTBOX_COLUMNS: [(&str, Col); 7] = [
+    ("message_id", Col::Text),
+    ("available_at", Col::Int),
+    ("tries", Col::Int),
+    ("lease_token", Col::Text),
+    ("lease_until", Col::Int),
+    ("created_at", Col::Int),
+    ("priority", Col::Int),
+];
+
+static INSERT_MESSAGE: LazyLock<String> =
+    LazyLock::new(|| insert_one("messages", &MESSAGE_COLUMNS));
+static INSERT_OUTBOX: LazyLock<String> = LazyLock::new(|| insert_one("outbox", &OUTBOX_COLUMNS));
+
+/// The message's row, in [`MESSAGE_COLUMNS`] order.
+pub(super) fn message_row(job: &AcceptJob, conversation_id: &str) -> Vec<Val> {
+    let m = &job.msg;
+    let p = &m.policy;
+    vec![
+        (&m.id).into(),
+        (&m.tenant_id).into(),
+        conversation_id.into(),
+        "outbound".into(),
+        m.channel.as_str().into(),
+        (&m.to).into(),
+        (&m.from).into(),
+        (&m.body).into(),
+        (&m.subject).into(),
+        m.template
+            .as_ref()
+            .and_then(|t| serde_json::to_string(t).ok())
+            .into(),
+        m.metadata.as_ref().map(|v| v.to_string()).into(),
+        (&m.callback_url).into(),
+        m.encoding.map(str::to_string).into(),
+        m.segments.map(i64::from).into(),
+        "accepted".into(),
+        m.created_at.into(),
+        m.created_at.into(),
+        (&m.identity).into(),
+        (&m.email_message_id).into(),
+        (&p.pinned_connection).into(),
+        (!p.fallback.is_empty())
+            .then(|| serde_json::to_string(&p.fallback).unwrap_or_default())
+            .into(),
+        p.fallback_after_ms.into(),
+        p.send_at.into(),
+        p.valid_until.into(),
+        i64::from(p.bulk).into(),
+        (&p.kind).into(),
+        p.fallback_success_json().into(),
+        (&m.callback_secret).into(),
+    ]
+}
+
+/// The message's outbox row, in [`OUTBOX_COLUMNS`] order. A future send is left to the
+/// poller; a due one is leased to the accepting process.
+pub(super) fn outbox_row(job: &AcceptJob) -> Vec<Val> {
+    let m = &job.msg;
+    let p = &m.policy;
+    let scheduled = p.send_at.is_some_and(|t| t > m.created_at);
+    vec![
+        (&m.id).into(),
+        p.send_at.unwrap_or(m.created_at).into(),
+        0i64.into(),
+        (!scheduled).then(|| job.lease_token.clone()).into(),
+        (if scheduled { 0 } else { job.lease_until }).into(),
+        m.created_at.into(),
+        i64::from(p.bulk).into(),
+    ]
+}
+
 /// Adds the message row, its outbox row and the idempotency key's answer to `script`.
 fn add_message(script: &mut Script, job: &AcceptJob, conversation_id: &str, body: &str) {
     let m = &job.msg;
-    let p = &m.policy;
-    script.add(
-        "INSERT INTO messages (id, tenant_id, conversation_id, direction, channel, to_addr, from_addr, body, subject, template, metadata, callback_url, encoding, segments, status, created_at, updated_at, customer_identity, email_message_id,
-                               pinned_connection, fallback, fallback_after_ms, send_at, valid_until, priority, kind, fallback_success, callback_secret)
-         VALUES ($1, $2, $3, 'outbound', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'accepted', $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26)",
-        vec![
-            (&m.id).into(),
-            (&m.tenant_id).into(),
-            conversation_id.into(),
-            m.channel.as_str().into(),
-            (&m.to).into(),
-            (&m.from).into(),
-            (&m.body).into(),
-            (&m.subject).into(),
-            m.template
-                .as_ref()
-                .and_then(|t| serde_json::to_string(t).ok())
-                .into(),
-            m.metadata.as_ref().map(|v| v.to_string()).into(),
-            (&m.callback_url).into(),
-            m.encoding.map(str::to_string).into(),
-            m.segments.map(i64::from).into(),
-            m.created_at.into(),
-            m.created_at.into(),
-            (&m.identity).into(),
-            (&m.email_message_id).into(),
-            (&p.pinned_connection).into(),
-            (!p.fallback.is_empty())
-                .then(|| serde_json::to_string(&p.fallback).unwrap_or_default())
-                .into(),
-            p.fallback_after_ms.into(),
-            p.send_at.into(),
-            p.valid_until.into(),
-            i64::from(p.bulk).into(),
-            (&p.kind).into(),
-            p.fallback_success_json().into(),
-            (&m.callback_secret).into(),
-        ],
-    );
-    // A future send is left to the poller; a due one is leased to the accepting process.
-    let scheduled = p.send_at.is_some_and(|t| t > m.created_at);
-    script.add(
-        "INSERT INTO outbox (message_id, available_at, tries, lease_token, lease_until, created_at, priority) VALUES ($1, $2, 0, $3, $4, $5, $6)",
-        vec![
-            (&m.id).into(),
-            p.send_at.unwrap_or(m.created_at).into(),
-            (!scheduled).then(|| job.lease_token.clone()).into(),
-            (if scheduled { 0 } else { job.lease_until }).into(),
-            m.created_at.into(),
-            i64::from(p.bulk).into(),
-        ],
-    );
+    script.add(INSERT_MESSAGE.as_str(), message_row(job, conversation_id));
+    script.add(INSERT_OUTBOX.as_str(), outbox_row(job));
     if let Some((key, _)) = &job.idempotency {
         script.add(
             "UPDATE idempotency_keys SET response_body = $1 WHERE tenant_id = $2 AND idem_key = $3",
@@ -236,39 +292,39 @@ fn add_message(script: &mut Script, job: &AcceptJob, conversation_id: &str, body
     }
 }
 
+/// A plain SMS accept to `to` for tenant `t` (tests).
+#[cfg(test)]
+pub(super) fn test_job(to: &str) -> AcceptJob {
+    AcceptJob {
+        msg: NewMessage {
+            id: crate::domain::ids::new_id(crate::domain::ids::IdKind::Message),
+            tenant_id: "t".into(),
+            conversation_id: None,
+            channel: weft_provider::Channel::Sms,
+            to: to.into(),
+            identity: format!("tel:{to}"),
+            from: None,
+            body: Some("hi".into()),
+            subject: None,
+            template: None,
+            metadata: None,
+            callback_url: None,
+            callback_secret: None,
+            encoding: Some("GSM-7"),
+            segments: Some(1),
+            email_message_id: None,
+            created_at: now_ms(),
+            policy: Default::default(),
+        },
+        idempotency: None,
+        lease_token: "lease".into(),
+        lease_until: now_ms() + 60_000,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::ids::{new_id, IdKind};
-    use weft_provider::Channel;
-
-    fn job(to: &str) -> AcceptJob {
-        AcceptJob {
-            msg: NewMessage {
-                id: new_id(IdKind::Message),
-                tenant_id: "t".into(),
-                conversation_id: None,
-                channel: Channel::Sms,
-                to: to.into(),
-                identity: format!("tel:{to}"),
-                from: None,
-                body: Some("hi".into()),
-                subject: None,
-                template: None,
-                metadata: None,
-                callback_url: None,
-                callback_secret: None,
-                encoding: Some("GSM-7"),
-                segments: Some(1),
-                email_message_id: None,
-                created_at: now_ms(),
-                policy: Default::default(),
-            },
-            idempotency: None,
-            lease_token: "lease".into(),
-            lease_until: now_ms() + 60_000,
-        }
-    }
 
     /// Two PostgreSQL writers accept the first messages to one new number at once: both
     /// see no contact, both write a contact, identity, conversation and message in one
@@ -284,7 +340,7 @@ mod tests {
             .expect("tenant");
         let mut first = db.writer().await;
         first.simple("BEGIN").await.expect("begin");
-        let a = match run(&mut Db::Pg(&mut first), &job("+12025550199")).await {
+        let a = match run(&mut Db::Pg(&mut first), &test_job("+12025550199")).await {
             Ok(AcceptOutcome::Accepted {
                 conversation_id, ..
             }) => conversation_id,
@@ -293,7 +349,7 @@ mod tests {
         let mut second = db.writer().await;
         let behind = tokio::spawn(async move {
             second.simple("BEGIN").await.expect("begin");
-            let out = run(&mut Db::Pg(&mut second), &job("+12025550199")).await;
+            let out = run(&mut Db::Pg(&mut second), &test_job("+12025550199")).await;
             second.simple("COMMIT").await.expect("commit");
             match out {
                 Ok(AcceptOutcome::Accepted {

@@ -10,6 +10,7 @@
 //! batch, so the two never interleave.
 
 pub(crate) mod accept;
+mod accepts;
 mod begins;
 mod checkpoint;
 mod claim;

@@ -80,6 +80,73 @@ impl From<Option<i64>> for Val {
     }
 }
 
+/// A column's type, for statements built from a column list ([`insert_one`], [`insert_unnest`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Col {
+    Text,
+    Int,
+}
+
+/// `INSERT INTO table (a, b, …) VALUES ($1, $2, …)`.
+pub fn insert_one(table: &str, cols: &[(&str, Col)]) -> String {
+    let names: Vec<&str> = cols.iter().map(|(n, _)| *n).collect();
+    let params: Vec<String> = (1..=cols.len()).map(|i| format!("${i}")).collect();
+    format!(
+        "INSERT INTO {table} ({}) VALUES ({})",
+        names.join(", "),
+        params.join(", ")
+    )
+}
+
+/// `INSERT INTO table (a, b, …) SELECT * FROM unnest($1::text[], $2::int8[], …)`: one row
+/// per element, bound with [`columns`] (a PostgreSQL writer's connection only).
+pub fn insert_unnest(table: &str, cols: &[(&str, Col)]) -> String {
+    let names: Vec<&str> = cols.iter().map(|(n, _)| *n).collect();
+    let params: Vec<String> = cols
+        .iter()
+        .enumerate()
+        .map(|(i, (_, c))| match c {
+            Col::Text => format!("${}::text[]", i + 1),
+            Col::Int => format!("${}::int8[]", i + 1),
+        })
+        .collect();
+    format!(
+        "INSERT INTO {table} ({}) SELECT * FROM unnest({})",
+        names.join(", "),
+        params.join(", ")
+    )
+}
+
+/// Rows of scalar values as one array value per column (`cols` gives the types, so a
+/// column of NULLs still binds as the right array). A value of another type is an error.
+pub fn columns(cols: &[(&str, Col)], rows: &[Vec<Val>]) -> Result<Vec<Val>, sqlx::Error> {
+    let wrong =
+        |name: &str| sqlx::Error::Protocol(format!("column {name}: a value of another type"));
+    cols.iter()
+        .enumerate()
+        .map(|(i, (name, col))| {
+            Ok(match col {
+                Col::Text => Val::Texts(
+                    rows.iter()
+                        .map(|r| match r.get(i) {
+                            Some(Val::Text(t)) => Ok(t.clone()),
+                            _ => Err(wrong(name)),
+                        })
+                        .collect::<Result<_, _>>()?,
+                ),
+                Col::Int => Val::Ints(
+                    rows.iter()
+                        .map(|r| match r.get(i) {
+                            Some(Val::Int(n)) => Ok(*n),
+                            _ => Err(wrong(name)),
+                        })
+                        .collect::<Result<_, _>>()?,
+                ),
+            })
+        })
+        .collect()
+}
+
 /// What one statement of a script produced.
 #[derive(Default)]
 pub struct Out {

@@ -4,8 +4,9 @@
 //! back and its jobs are retried one transaction each, so one bad job never sinks the others.
 //!
 //! PostgreSQL runs several writer tasks, each with a connection and a queue of its own
-//! ([`Db::Pg`], [`super::intake`]); there a batch's plain receipts run as one group
-//! ([`super::receipts`]). SQLite has one writer: a thread of its own with a synchronous
+//! ([`Db::Pg`], [`super::intake`]); there a batch's plain accepts, attempt starts and plain
+//! receipts each run as one group ([`super::accepts`], [`super::begins`],
+//! [`super::receipts`]). SQLite has one writer: a thread of its own with a synchronous
 //! connection ([`Db::Lite`]), so a batch runs there without a hand-off per statement; it
 //! holds the store's SQLite write gate for each batch, which the few writes outside the
 //! writer take too (one writer at a time, as SQLite wants).
@@ -15,7 +16,9 @@ use super::db::{lite_error, Db};
 use super::intake::{next_batch, queues, Intake, Linger, Router, LINGER, LINGER_MIN};
 use super::pg::PgConn;
 use super::pg_tls::PgTarget;
-use super::{accept, begins, claim, delivery, receipts, tenants, webhooks, Backend, StoreError};
+use super::{
+    accept, accepts, begins, claim, delivery, receipts, tenants, webhooks, Backend, StoreError,
+};
 use futures::FutureExt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -296,7 +299,7 @@ async fn run_batch(db: &mut Db<'_>, backend: Backend, batch: Vec<Envelope>) {
 }
 
 /// Runs jobs in one transaction (on SQLite `BEGIN IMMEDIATE`: the write lock up front). On
-/// a PostgreSQL writer's connection attempt starts and plain receipts run in groups
+/// a PostgreSQL writer's connection plain accepts, attempt starts and plain receipts run in groups
 /// ([`Way`]).
 async fn together(
     db: &mut Db<'_>,
@@ -332,6 +335,8 @@ async fn together(
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Way {
     Alone,
+    /// With the batch's other plain accepts ([`accepts`]).
+    Accepts,
     /// With the batch's other attempt starts ([`begins`]).
     Begins,
     /// With the batch's other plain receipts ([`receipts`]).
@@ -344,16 +349,19 @@ fn ways(batch: &[Envelope]) -> Vec<Way> {
     begins::grouped(jobs())
         .into_iter()
         .zip(receipts::grouped(jobs()))
-        .map(|(begin, receipt)| match (begin, receipt) {
+        .zip(jobs())
+        .map(|((begin, receipt), job)| match (begin, receipt) {
             (true, _) => Way::Begins,
             (_, true) => Way::Receipts,
+            _ if accepts::grouped(job) => Way::Accepts,
             _ => Way::Alone,
         })
         .collect()
 }
 
-/// The jobs' results, in order: each group runs after the jobs that run alone (attempt
-/// starts, then receipts: a receipt may follow its message's send result in the batch).
+/// The jobs' results, in order: each group runs after the jobs that run alone (accepts,
+/// attempt starts, then receipts: a receipt may follow its message's send result in the
+/// batch).
 async fn run_jobs(
     db: &mut Db<'_>,
     backend: Backend,
@@ -382,6 +390,12 @@ async fn run_jobs(
             *slot = done.next();
         }
     };
+    let fresh = members(Way::Accepts);
+    if !fresh.is_empty() {
+        let run = async { Ok(accepts::accept_all(db, &fresh).await?) };
+        let done = caught(run).await?.into_iter().map(Done::Accept).collect();
+        slots(&mut out, Way::Accepts, done);
+    }
     let starts = members(Way::Begins);
     if !starts.is_empty() {
         let run = async { Ok(begins::begin_all(db, &starts).await?) };

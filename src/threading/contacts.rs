@@ -211,7 +211,7 @@ pub async fn open_conversation(
 }
 
 /// The key that makes one open conversation per contact a unique index.
-fn binding_key(tenant_id: &str, contact_id: &str) -> String {
+pub(crate) fn binding_key(tenant_id: &str, contact_id: &str) -> String {
     format!("{tenant_id}|{contact_id}")
 }
 
