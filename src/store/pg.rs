@@ -30,15 +30,17 @@ impl PgConn {
     pub async fn connect(target: &PgTarget) -> Result<PgConn, sqlx::Error> {
         let mut cfg = target.config.clone();
         cfg.connect_timeout(Duration::from_secs(10));
-        // Every statement a writer runs is a keyed lookup. A prepared statement's generic
-        // plan, chosen while a table is small (a new database, before autovacuum's first
-        // ANALYZE), hash-joins whole-table scans and keeps doing so as the table grows, for
-        // as long as the connection lives: in a 15 s load run from an empty database the
-        // grouped receipts read 18 million rows that way and PostgreSQL spent a quarter of
-        // its time on it. Without sequential scans the planner takes the indexes.
+        // Every statement a writer runs looks rows up by key. A prepared statement's
+        // generic plan, chosen while a table is small (a new database, before autovacuum's
+        // first ANALYZE), hash-joins whole-table (or whole-index) scans and keeps doing so
+        // as the table grows, for as long as the connection lives: in a 15 s load run from
+        // an empty database the grouped receipts read 18 million rows that way, and
+        // PostgreSQL spent a quarter of its time on it. Without sequential scans, hash and
+        // merge joins the planner takes the indexes, row by row.
+        const KEYED: &str = "-c enable_seqscan=off -c enable_hashjoin=off -c enable_mergejoin=off";
         let options = match cfg.get_options() {
-            Some(theirs) => format!("{theirs} -c enable_seqscan=off"),
-            None => "-c enable_seqscan=off".to_string(),
+            Some(theirs) => format!("{theirs} {KEYED}"),
+            None => KEYED.to_string(),
         };
         cfg.options(&options);
         let (client, connection) = cfg.connect(target.tls.clone()).await.map_err(pg_error)?;
@@ -285,27 +287,28 @@ mod tests {
     use crate::store::script::Script;
     use sqlx::Row;
 
-    /// A writer's connection plans without sequential scans, and keeps the URL's own
-    /// `options`.
+    /// A writer's connection plans without sequential scans, hash or merge joins, and
+    /// keeps the URL's own `options`.
     #[tokio::test]
-    async fn writers_plan_without_sequential_scans() {
-        let conn = connect_url(&test_url()).await;
-        assert_eq!(
-            conn.scalar_text("SHOW enable_seqscan").await.expect("show"),
-            "off"
-        );
+    async fn writers_plan_row_by_row_through_indexes() {
+        let keyed = |conn: PgConn| async move {
+            for setting in ["enable_seqscan", "enable_hashjoin", "enable_mergejoin"] {
+                let show = format!("SHOW {setting}");
+                assert_eq!(
+                    conn.scalar_text(&show).await.expect("show"),
+                    "off",
+                    "{setting}"
+                );
+            }
+            conn
+        };
+        keyed(connect_url(&test_url()).await).await;
         let base = test_url();
         let sep = if base.contains('?') { '&' } else { '?' };
         let url = format!("{base}{sep}options=-c%20work_mem%3D5MB");
-        let conn = connect_url(&url).await;
-        assert_eq!(
-            conn.scalar_text("SHOW enable_seqscan").await.expect("show"),
-            "off"
-        );
-        assert_eq!(
-            conn.scalar_text("SHOW work_mem").await.expect("show"),
-            "5MB"
-        );
+        let conn = keyed(connect_url(&url).await).await;
+        let work_mem = conn.scalar_text("SHOW work_mem").await.expect("show");
+        assert_eq!(work_mem, "5MB");
     }
 
     /// A pipelined script answers per statement, as sqlx would: rows affected, RETURNING
