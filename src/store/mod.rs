@@ -18,6 +18,7 @@ mod contacts;
 mod conversations;
 pub mod db;
 mod delivery;
+mod ends;
 mod intake;
 mod pg;
 mod pg_tls;

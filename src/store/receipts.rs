@@ -275,11 +275,16 @@ pub(super) async fn run_plain(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use weft_provider::Correlation;
 
-    fn job(pid: &str, message: Option<&str>, status: DeliveryStatus, key: &str) -> Job {
+    pub(in crate::store) fn job(
+        pid: &str,
+        message: Option<&str>,
+        status: DeliveryStatus,
+        key: &str,
+    ) -> Job {
         let cfg = crate::config::Config::from_toml("").expect("default config");
         Job::Webhook(Box::new(WebhookJob {
             connection_id: "c".into(),

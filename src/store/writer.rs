@@ -4,9 +4,9 @@
 //! back and its jobs are retried one transaction each, so one bad job never sinks the others.
 //!
 //! PostgreSQL runs several writer tasks, each with a connection and a queue of its own
-//! ([`Db::Pg`], [`super::intake`]); there a batch's plain accepts, attempt starts and plain
-//! receipts each run as one group ([`super::accepts`], [`super::begins`],
-//! [`super::receipts`]). SQLite has one writer: a thread of its own with a synchronous
+//! ([`Db::Pg`], [`super::intake`]); there a batch's plain accepts, attempt starts, send
+//! results and receipts each run as one group ([`super::accepts`], [`super::begins`],
+//! [`super::ends`], [`super::receipts`]). SQLite has one writer: a thread of its own with a synchronous
 //! connection ([`Db::Lite`]), so a batch runs there without a hand-off per statement; it
 //! holds the store's SQLite write gate for each batch, which the few writes outside the
 //! writer take too (one writer at a time, as SQLite wants).
@@ -17,7 +17,8 @@ use super::intake::{next_batch, queues, Intake, Linger, Router, LINGER, LINGER_M
 use super::pg::PgConn;
 use super::pg_tls::PgTarget;
 use super::{
-    accept, accepts, begins, claim, delivery, receipts, tenants, webhooks, Backend, StoreError,
+    accept, accepts, begins, claim, delivery, ends, receipts, tenants, webhooks, Backend,
+    StoreError,
 };
 use futures::FutureExt;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -339,20 +340,29 @@ enum Way {
     Accepts,
     /// With the batch's other attempt starts ([`begins`]).
     Begins,
+    /// With the batch's other plain send results ([`ends`]).
+    Ends,
     /// With the batch's other plain receipts ([`receipts`]).
     Receipts,
 }
 
 /// Each job's [`Way`] in a PostgreSQL batch.
 fn ways(batch: &[Envelope]) -> Vec<Way> {
-    let jobs = || batch.iter().map(|e| &e.job);
-    begins::grouped(jobs())
-        .into_iter()
-        .zip(receipts::grouped(jobs()))
-        .zip(jobs())
-        .map(|((begin, receipt), job)| match (begin, receipt) {
-            (true, _) => Way::Begins,
-            (_, true) => Way::Receipts,
+    let jobs: Vec<&Job> = batch.iter().map(|e| &e.job).collect();
+    let begins = begins::grouped(jobs.iter().copied());
+    let receipts = receipts::grouped(jobs.iter().copied());
+    let elsewhere: Vec<bool> = begins
+        .iter()
+        .zip(&receipts)
+        .map(|(b, r)| *b || *r)
+        .collect();
+    let ends = ends::grouped(&jobs, &elsewhere);
+    jobs.iter()
+        .enumerate()
+        .map(|(i, job)| match (begins[i], ends[i], receipts[i]) {
+            (true, _, _) => Way::Begins,
+            (_, true, _) => Way::Ends,
+            (_, _, true) => Way::Receipts,
             _ if accepts::grouped(job) => Way::Accepts,
             _ => Way::Alone,
         })
@@ -360,8 +370,8 @@ fn ways(batch: &[Envelope]) -> Vec<Way> {
 }
 
 /// The jobs' results, in order: each group runs after the jobs that run alone (accepts,
-/// attempt starts, then receipts: a receipt may follow its message's send result in the
-/// batch).
+/// attempt starts, send results, then receipts: a message's attempt start, send result and
+/// receipts may all be in one batch, in that order).
 async fn run_jobs(
     db: &mut Db<'_>,
     backend: Backend,
@@ -401,6 +411,12 @@ async fn run_jobs(
         let run = async { Ok(begins::begin_all(db, &starts).await?) };
         let done = caught(run).await?.into_iter().map(Done::Begin).collect();
         slots(&mut out, Way::Begins, done);
+    }
+    let results = members(Way::Ends);
+    if !results.is_empty() {
+        let run = async { Ok(ends::end_all(db, &results).await?) };
+        let done = caught(run).await?.into_iter().map(Done::End).collect();
+        slots(&mut out, Way::Ends, done);
     }
     let plain = members(Way::Receipts);
     if !plain.is_empty() {
