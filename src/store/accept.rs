@@ -322,6 +322,25 @@ pub(super) fn test_job(to: &str) -> AcceptJob {
     }
 }
 
+/// A fresh database with tenant `t`, and a writer whose open transaction accepted a first
+/// message to `to` (its conversation): for tests of a second writer racing it (tests).
+#[cfg(test)]
+pub(super) async fn first_claim(to: &str) -> (super::pg::TestDb, super::pg::PgConn, String) {
+    let db = super::pg::TestDb::new().await;
+    sqlx::raw_sql("INSERT INTO tenants (id, name, created_at) VALUES ('t', 't', 0)")
+        .execute(&db.pool)
+        .await
+        .expect("tenant");
+    let mut first = db.writer().await;
+    first.simple("BEGIN").await.expect("begin");
+    let conversation = match run(&mut Db::Pg(&mut first), &test_job(to)).await {
+        Ok(AcceptOutcome::Accepted {
+            conversation_id, ..
+        }) => conversation_id,
+        _ => panic!("first accept"),
+    };
+    (db, first, conversation)
+}
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -333,19 +352,7 @@ mod tests {
     /// conversation: one contact, one conversation, two messages, both in the outbox.
     #[tokio::test]
     async fn racing_first_messages_to_a_new_number_share_one_contact_on_postgres() {
-        let db = crate::store::pg::TestDb::new().await;
-        sqlx::raw_sql("INSERT INTO tenants (id, name, created_at) VALUES ('t', 't', 0)")
-            .execute(&db.pool)
-            .await
-            .expect("tenant");
-        let mut first = db.writer().await;
-        first.simple("BEGIN").await.expect("begin");
-        let a = match run(&mut Db::Pg(&mut first), &test_job("+12025550199")).await {
-            Ok(AcceptOutcome::Accepted {
-                conversation_id, ..
-            }) => conversation_id,
-            _ => panic!("first accept"),
-        };
+        let (db, first, a) = first_claim("+12025550199").await;
         let mut second = db.writer().await;
         let behind = tokio::spawn(async move {
             second.simple("BEGIN").await.expect("begin");

@@ -327,7 +327,7 @@ async fn owners<'a>(
 
 #[cfg(test)]
 mod tests {
-    use super::super::accept::{run, test_job};
+    use super::super::accept::{first_claim, run, test_job};
     use super::*;
 
     fn accepted(o: &AcceptOutcome) -> &str {
@@ -441,19 +441,7 @@ mod tests {
     /// batch's other messages are stored as usual.
     #[tokio::test]
     async fn a_lost_address_joins_the_winners_conversation_on_postgres() {
-        let db = crate::store::pg::TestDb::new().await;
-        sqlx::raw_sql("INSERT INTO tenants (id, name, created_at) VALUES ('t', 't', 0)")
-            .execute(&db.pool)
-            .await
-            .expect("tenant");
-        let mut first = db.writer().await;
-        first.simple("BEGIN").await.expect("begin");
-        let winner = accepted(
-            &run(&mut Db::Pg(&mut first), &test_job("+12025550199"))
-                .await
-                .expect("first"),
-        )
-        .to_string();
+        let (db, first, winner) = first_claim("+12025550199").await;
         let mut second = db.writer().await;
         let behind = tokio::spawn(async move {
             let jobs = [test_job("+12025550199"), test_job("+12025550198")]
