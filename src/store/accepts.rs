@@ -54,15 +54,15 @@ const IDENTITIES: &str = "INSERT INTO identities (id, tenant_id, contact_id, add
      RETURNING contact_id";
 
 const FIRST_CONVERSATIONS: &str = "INSERT INTO conversations (id, tenant_id, contact_id, binding_key, state, created_at, last_activity_at)
-     SELECT u.id, u.tenant_id, u.contact_id, u.binding_key, 'open', u.now, u.now
-     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[]) AS u(id, tenant_id, contact_id, binding_key, now)";
+     SELECT u.id, u.tenant_id, u.contact_id, u.binding_key, 'open', u.now, u.last
+     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int8[]) AS u(id, tenant_id, contact_id, binding_key, now, last)";
 
 /// [`crate::threading::contacts::open_conversation`]'s upsert for many contacts.
 const OPEN_CONVERSATIONS: &str = "INSERT INTO conversations (id, tenant_id, contact_id, binding_key, state, previous_conversation_id, created_at, last_activity_at)
      SELECT u.id, u.tenant_id, u.contact_id, u.binding_key, 'open',
             (SELECT p.id FROM conversations p WHERE p.contact_id = u.contact_id AND p.state = 'closed' ORDER BY p.closed_at DESC LIMIT 1),
-            u.now, u.now
-     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[]) AS u(id, tenant_id, contact_id, binding_key, now)
+            u.now, u.last
+     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int8[]) AS u(id, tenant_id, contact_id, binding_key, now, last)
      ON CONFLICT (binding_key) DO UPDATE SET last_activity_at = excluded.last_activity_at, state = 'open'
      RETURNING id, binding_key";
 
@@ -76,7 +76,9 @@ struct Thread<'a> {
     /// The address a new contact is made for; `None` for a known contact.
     new_address: Option<&'a str>,
     conversation_id: String,
+    /// The time of the batch's first and last message to it.
     now: i64,
+    last: i64,
 }
 
 const CONTACT_COLUMNS: [(&str, Col); 3] = [
@@ -91,12 +93,13 @@ const IDENTITY_COLUMNS: [(&str, Col); 5] = [
     ("address", Col::Text),
     ("now", Col::Int),
 ];
-const CONVERSATION_COLUMNS: [(&str, Col); 5] = [
+const CONVERSATION_COLUMNS: [(&str, Col); 6] = [
     ("id", Col::Text),
     ("tenant_id", Col::Text),
     ("contact_id", Col::Text),
     ("binding_key", Col::Text),
     ("now", Col::Int),
+    ("last", Col::Int),
 ];
 
 impl Thread<'_> {
@@ -125,6 +128,7 @@ impl Thread<'_> {
             (&self.contact_id).into(),
             binding_key(self.tenant_id, &self.contact_id).into(),
             self.now.into(),
+            self.last.into(),
         ]
     }
 }
@@ -141,11 +145,13 @@ pub(super) async fn accept_all(
             _ => None,
         })
         .collect();
-    // Each address once, in address order, with the time of its first message.
-    let mut addresses: BTreeMap<(&str, &str), i64> = BTreeMap::new();
+    // Each address once, in address order, with the times of its first and last message.
+    let mut addresses: BTreeMap<(&str, &str), (i64, i64)> = BTreeMap::new();
     for a in &accepts {
         let key = (a.msg.tenant_id.as_str(), a.msg.identity.as_str());
-        addresses.entry(key).or_insert(a.msg.created_at);
+        let at = a.msg.created_at;
+        let span = addresses.entry(key).or_insert((at, at));
+        *span = (span.0.min(at), span.1.max(at));
     }
     let owners = owners(conn, addresses.keys().copied()).await?;
 
@@ -154,18 +160,27 @@ pub(super) async fn accept_all(
     let mut threads: Vec<Thread> = Vec::new();
     let mut known: HashMap<(&str, &str), usize> = HashMap::new();
     let mut thread_of: HashMap<(&str, &str), usize> = HashMap::new();
-    for (&(tenant_id, address), &now) in &addresses {
+    for (&(tenant_id, address), &(now, last)) in &addresses {
         let at = match owners.get(&(tenant_id, address)) {
-            Some(contact) => *known.entry((tenant_id, contact)).or_insert_with(|| {
-                threads.push(Thread {
-                    tenant_id,
-                    contact_id: contact.to_string(),
-                    new_address: None,
-                    conversation_id: new_id(IdKind::Conversation),
-                    now,
+            Some(contact) => {
+                let at = *known.entry((tenant_id, contact)).or_insert_with(|| {
+                    threads.push(Thread {
+                        tenant_id,
+                        contact_id: contact.to_string(),
+                        new_address: None,
+                        conversation_id: new_id(IdKind::Conversation),
+                        now,
+                        last,
+                    });
+                    threads.len() - 1
                 });
-                threads.len() - 1
-            }),
+                // Two addresses of one contact: the conversation spans both.
+                if let Some(t) = threads.get_mut(at) {
+                    t.now = t.now.min(now);
+                    t.last = t.last.max(last);
+                }
+                at
+            }
             None => {
                 threads.push(Thread {
                     tenant_id,
@@ -173,6 +188,7 @@ pub(super) async fn accept_all(
                     new_address: Some(address),
                     conversation_id: new_id(IdKind::Conversation),
                     now,
+                    last,
                 });
                 threads.len() - 1
             }
@@ -373,7 +389,11 @@ mod tests {
             email,
         ]
         .into_iter()
-        .map(|j| Job::Accept(Box::new(j)))
+        .zip([1_000, 3_000, 2_000, 1_000, 2_000])
+        .map(|(mut j, at)| {
+            j.msg.created_at = at;
+            Job::Accept(Box::new(j))
+        })
         .collect();
         assert!(jobs.iter().all(grouped));
         let mut conn = db.writer().await;
@@ -394,6 +414,19 @@ mod tests {
         .expect("reopened");
         assert_eq!(linked.0, "cv_closed");
         assert_ne!(conv[3], "cv_closed");
+        // A conversation's activity is its batch's last message to it (either address).
+        let times: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT id, created_at, last_activity_at FROM conversations WHERE id IN ($1, $2)",
+        )
+        .bind(conv[0])
+        .bind("cv_open")
+        .fetch_all(&db.pool)
+        .await
+        .expect("times");
+        let times: HashMap<String, (i64, i64)> =
+            times.into_iter().map(|(id, c, l)| (id, (c, l))).collect();
+        assert_eq!(times.get(conv[0]), Some(&(1_000, 2_000)));
+        assert_eq!(times.get("cv_open"), Some(&(0, 3_000)));
         for (sql, want) in [
             ("SELECT COUNT(*) FROM contacts", 3),
             (
