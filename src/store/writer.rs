@@ -6,10 +6,10 @@
 //! PostgreSQL runs several writer tasks, each with a connection and a queue of its own
 //! ([`Db::Pg`], [`super::intake`]); there a batch's plain accepts, attempt starts, send
 //! results and receipts each run as one group ([`super::accepts`], [`super::begins`],
-//! [`super::ends`], [`super::receipts`]). SQLite has one writer: a thread of its own with a synchronous
-//! connection ([`Db::Lite`]), so a batch runs there without a hand-off per statement; it
-//! holds the store's SQLite write gate for each batch, which the few writes outside the
-//! writer take too (one writer at a time, as SQLite wants).
+//! [`super::ends`], [`super::receipts`]). SQLite has one writer: a thread of its own with a
+//! synchronous connection ([`Db::Lite`]), so a batch runs there without a hand-off per
+//! statement; it holds the store's SQLite write gate for each batch, which the few writes
+//! outside the writer take too (one writer at a time, as SQLite wants).
 
 use super::checkpoint::{checkpoints, WAL_LIMIT_BYTES};
 use super::db::{lite_error, Db};
@@ -300,8 +300,8 @@ async fn run_batch(db: &mut Db<'_>, backend: Backend, batch: Vec<Envelope>) {
 }
 
 /// Runs jobs in one transaction (on SQLite `BEGIN IMMEDIATE`: the write lock up front). On
-/// a PostgreSQL writer's connection plain accepts, attempt starts and plain receipts run in groups
-/// ([`Way`]).
+/// a PostgreSQL writer's connection plain accepts, attempt starts, send results and
+/// receipts run in groups ([`Way`]).
 async fn together(
     db: &mut Db<'_>,
     backend: Backend,
@@ -358,11 +358,11 @@ fn ways(batch: &[Envelope]) -> Vec<Way> {
         .collect();
     let ends = ends::grouped(&jobs, &elsewhere);
     jobs.iter()
-        .enumerate()
-        .map(|(i, job)| match (begins[i], ends[i], receipts[i]) {
-            (true, _, _) => Way::Begins,
-            (_, true, _) => Way::Ends,
-            (_, _, true) => Way::Receipts,
+        .zip(begins.iter().zip(ends.iter().zip(&receipts)))
+        .map(|(job, flags)| match flags {
+            (true, _) => Way::Begins,
+            (_, (true, _)) => Way::Ends,
+            (_, (_, true)) => Way::Receipts,
             _ if accepts::grouped(job) => Way::Accepts,
             _ => Way::Alone,
         })
