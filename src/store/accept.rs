@@ -370,19 +370,14 @@ mod tests {
         first.simple("COMMIT").await.expect("commit");
         let b = behind.await.expect("second writer");
         assert_eq!(a, b, "both messages in the winner's conversation");
-        for (sql, want) in [
+        db.assert_counts(&[
             ("SELECT COUNT(*) FROM contacts", 1),
             ("SELECT COUNT(*) FROM identities", 1),
             ("SELECT COUNT(*) FROM conversations", 1),
             ("SELECT COUNT(*) FROM messages", 2),
             ("SELECT COUNT(*) FROM outbox", 2),
-        ] {
-            let n: (i64,) = sqlx::query_as(sql)
-                .fetch_one(&db.pool)
-                .await
-                .expect("count");
-            assert_eq!(n.0, want, "{sql}");
-        }
+        ])
+        .await;
         db.drop_db().await;
     }
 }

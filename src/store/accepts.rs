@@ -355,11 +355,6 @@ mod tests {
         }
     }
 
-    async fn count(pool: &sqlx::AnyPool, sql: &str) -> i64 {
-        let n: (i64,) = sqlx::query_as(sql).fetch_one(pool).await.expect(sql);
-        n.0
-    }
-
     /// New addresses get a contact, identity and conversation each (once, however many of
     /// the batch's messages go to them); a known contact's messages join its open
     /// conversation, or a new one linked to its last closed one; two addresses of one
@@ -427,7 +422,7 @@ mod tests {
             times.into_iter().map(|(id, c, l)| (id, (c, l))).collect();
         assert_eq!(times.get(conv[0]), Some(&(1_000, 2_000)));
         assert_eq!(times.get("cv_open"), Some(&(0, 3_000)));
-        for (sql, want) in [
+        db.assert_counts(&[
             ("SELECT COUNT(*) FROM contacts", 3),
             (
                 "SELECT COUNT(*) FROM identities WHERE address = 'tel:+12025550103'",
@@ -439,9 +434,8 @@ mod tests {
                 "SELECT COUNT(*) FROM outbox WHERE lease_token = 'lease' AND tries = 0",
                 5,
             ),
-        ] {
-            assert_eq!(count(&db.pool, sql).await, want, "{sql}");
-        }
+        ])
+        .await;
         // The same message accepted one at a time is stored alike.
         pg.simple("BEGIN").await.expect("begin");
         let alone = test_job("+12025550103");
@@ -494,15 +488,14 @@ mod tests {
         let got = behind.await.expect("second writer");
         assert_eq!(got[0], winner);
         assert_ne!(got[1], winner);
-        for (sql, want) in [
+        db.assert_counts(&[
             ("SELECT COUNT(*) FROM contacts", 2),
             ("SELECT COUNT(*) FROM identities", 2),
             ("SELECT COUNT(*) FROM conversations", 2),
             ("SELECT COUNT(*) FROM messages", 3),
             ("SELECT COUNT(*) FROM outbox", 3),
-        ] {
-            assert_eq!(count(&db.pool, sql).await, want, "{sql}");
-        }
+        ])
+        .await;
         db.drop_db().await;
     }
 }

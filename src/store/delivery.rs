@@ -170,11 +170,7 @@ pub async fn end(conn: &mut Db<'_>, j: &AttemptEnd) -> Result<Vec<StatusChange>,
                 );
                 refs_in(&mut first, conn_id, &j.message_id, a, provider_ids);
             }
-            let sender_addr = j.sender.as_deref().map(|s| {
-                s.strip_prefix("tel:")
-                    .or_else(|| s.strip_prefix("mailto:"))
-                    .unwrap_or(s)
-            });
+            let sender_addr = sender_addr(j.sender.as_deref());
             let mut args = vec![
                 (&j.connection_id).into(),
                 (&j.sender).into(),
@@ -335,6 +331,16 @@ pub async fn end(conn: &mut Db<'_>, j: &AttemptEnd) -> Result<Vec<StatusChange>,
         }
     }
     Ok(changes)
+}
+
+/// The sender as an address (`+1…`, `jo@…`): what `from_addr` is set to when the request
+/// named none. `sender` is in identity form (`tel:+1…`, `mailto:jo@…`).
+pub(super) fn sender_addr(sender: Option<&str>) -> Option<&str> {
+    sender.map(|s| {
+        s.strip_prefix("tel:")
+            .or_else(|| s.strip_prefix("mailto:"))
+            .unwrap_or(s)
+    })
 }
 
 /// A sent message's connection, sender and segments (`$1`…`$4`; `$5` the message).

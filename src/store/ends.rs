@@ -15,8 +15,8 @@
 //! locks them.
 
 use super::db::Db;
-use super::delivery::{AttemptEnd, AttemptResult};
-use super::script::{Script, Val};
+use super::delivery::{sender_addr, AttemptEnd, AttemptResult};
+use super::script::{columns, Col, Script, Val};
 use super::status::{self, Planned, StatusChange, StatusInput, CURRENT_COLUMNS};
 use super::webhooks::apply_parked;
 use super::writer::Job;
@@ -109,6 +109,20 @@ const APPLY: &str = "WITH history AS (
           AS u(id, status, moved, connection_id, sender, sender_addr, segments, updated_at)
      WHERE m.id = u.id";
 
+/// [`APPLY`]'s parameters, `$1`…`$10`.
+const APPLY_COLUMNS: [(&str, Col); 10] = [
+    ("id", Col::Text),
+    ("status", Col::Text),
+    ("moved", Col::Int),
+    ("connection_id", Col::Text),
+    ("pid", Col::Text),
+    ("at", Col::Int),
+    ("sender", Col::Text),
+    ("sender_addr", Col::Text),
+    ("segments", Col::Int),
+    ("updated_at", Col::Int),
+];
+
 const DELETE_OUTBOX: &str = "DELETE FROM outbox WHERE message_id = ANY($1::text[])";
 
 /// Receipts parked for the provider ids, one id after the other (a subquery with `ORDER BY`
@@ -163,14 +177,22 @@ pub(super) async fn end_all(
         current.insert(row.try_get("id")?, row);
     }
 
-    // The state machine per message (one result each: no message twice).
+    // The state machine per message (one result each: no message twice). Messages that
+    // are gone get no history and no update (as one at a time).
     let mut planned: Vec<Option<Planned>> = Vec::with_capacity(ends.len());
-    let (mut statuses, mut moved, mut updated) = (Vec::new(), Vec::new(), Vec::new());
+    let mut applied: Vec<Vec<Val>> = Vec::with_capacity(ends.len());
     for (e, pid) in &ends {
-        let AttemptResult::Sent { status, .. } = &e.result else {
+        let AttemptResult::Sent {
+            status, segments, ..
+        } = &e.result
+        else {
             return Err(sqlx::Error::Protocol(
                 "a grouped result that is not a send".into(),
             ));
+        };
+        let Some(row) = current.get(&e.message_id) else {
+            planned.push(None);
+            continue;
         };
         let input = StatusInput {
             status: *status,
@@ -181,67 +203,31 @@ pub(super) async fn end_all(
             at: e.now,
         };
         let updated_at = now_ms().max(e.now);
-        let p = match current.get(&e.message_id) {
-            Some(row) => {
-                let moves = status::moves(&row.try_get::<String, _>("status")?, *status);
-                Some(Planned::new(&e.message_id, row, &input, moves, updated_at)?)
-            }
-            None => None,
-        };
-        statuses.push(Some(status.as_str().to_string()));
-        moved.push(Some(i64::from(
-            p.as_ref().is_some_and(|p| p.moved().is_some()),
-        )));
-        updated.push(Some(updated_at));
-        planned.push(p);
+        let moves = status::moves(&row.try_get::<String, _>("status")?, *status);
+        planned.push(Some(Planned::new(
+            &e.message_id,
+            row,
+            &input,
+            moves,
+            updated_at,
+        )?));
+        applied.push(vec![
+            (&e.message_id).into(),
+            status.as_str().into(),
+            i64::from(moves).into(),
+            (&e.connection_id).into(),
+            (*pid).into(),
+            e.now.into(),
+            (&e.sender).into(),
+            sender_addr(e.sender.as_deref()).into(),
+            segments.map(i64::from).into(),
+            updated_at.into(),
+        ]);
     }
-    // Messages that are gone get no history (as one at a time).
-    let keep: Vec<bool> = planned.iter().map(Option::is_some).collect();
-    let kept = |v: Val| match v {
-        Val::Texts(t) => Val::Texts(
-            t.into_iter()
-                .zip(&keep)
-                .filter(|(_, k)| **k)
-                .map(|(x, _)| x)
-                .collect(),
-        ),
-        Val::Ints(n) => Val::Ints(
-            n.into_iter()
-                .zip(&keep)
-                .filter(|(_, k)| **k)
-                .map(|(x, _)| x)
-                .collect(),
-        ),
-        other => other,
-    };
-    let sender_addr = |e: &AttemptEnd| {
-        e.sender.as_deref().map(|s| {
-            s.strip_prefix("tel:")
-                .or_else(|| s.strip_prefix("mailto:"))
-                .unwrap_or(s)
-                .to_string()
-        })
-    };
-    let segments = |e: &AttemptEnd| match &e.result {
-        AttemptResult::Sent { segments, .. } => segments.map(i64::from),
-        _ => None,
-    };
     let mut second = Script::new();
-    second.add(
-        APPLY,
-        vec![
-            kept(ids.clone()),
-            kept(Val::Texts(statuses)),
-            kept(Val::Ints(moved)),
-            kept(conns.clone()),
-            kept(pids.clone()),
-            kept(Val::Ints(ends.iter().map(|(e, _)| Some(e.now)).collect())),
-            kept(texts(&|e, _| e.sender.clone())),
-            kept(texts(&|e, _| sender_addr(e))),
-            kept(Val::Ints(ends.iter().map(|(e, _)| segments(e)).collect())),
-            kept(Val::Ints(updated)),
-        ],
-    );
+    if !applied.is_empty() {
+        second.add(APPLY, columns(&APPLY_COLUMNS, &applied)?);
+    }
     second.add(DELETE_OUTBOX, vec![ids]);
     let parked = second.add(PARKED, vec![conns, pids]);
     let mut out = second.run(&mut *conn).await?;
@@ -452,14 +438,12 @@ mod tests {
             ("att_1".into(), "queued".into(), Some(r#"["SM1"]"#.into()))
         );
         assert!(attempts.iter().all(|a| a.1 == "queued"), "{attempts:?}");
-        for (sql, want) in [
+        db.assert_counts(&[
             ("SELECT COUNT(*) FROM provider_refs", 4),
             ("SELECT COUNT(*) FROM outbox", 0),
             ("SELECT COUNT(*) FROM webhook_events WHERE processed = 0", 0),
-        ] {
-            let n: (i64,) = sqlx::query_as(sql).fetch_one(&db.pool).await.expect(sql);
-            assert_eq!(n.0, want, "{sql}");
-        }
+        ])
+        .await;
         db.drop_db().await;
     }
 }

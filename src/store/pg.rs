@@ -266,6 +266,14 @@ impl TestDb {
         }
     }
 
+    /// Asserts what each `SELECT COUNT(*) …` counts.
+    pub async fn assert_counts(&self, checks: &[(&str, i64)]) {
+        for (sql, want) in checks {
+            let n: (i64,) = sqlx::query_as(sql).fetch_one(&self.pool).await.expect(sql);
+            assert_eq!(n.0, *want, "{sql}");
+        }
+    }
+
     /// A writer connection of its own.
     pub async fn writer(&self) -> PgConn {
         connect_url(&self.url).await

@@ -400,33 +400,43 @@ async fn run_jobs(
             *slot = done.next();
         }
     };
-    let fresh = members(Way::Accepts);
-    if !fresh.is_empty() {
-        let run = async { Ok(accepts::accept_all(db, &fresh).await?) };
-        let done = caught(run).await?.into_iter().map(Done::Accept).collect();
-        slots(&mut out, Way::Accepts, done);
-    }
-    let starts = members(Way::Begins);
-    if !starts.is_empty() {
-        let run = async { Ok(begins::begin_all(db, &starts).await?) };
-        let done = caught(run).await?.into_iter().map(Done::Begin).collect();
-        slots(&mut out, Way::Begins, done);
-    }
-    let results = members(Way::Ends);
-    if !results.is_empty() {
-        let run = async { Ok(ends::end_all(db, &results).await?) };
-        let done = caught(run).await?.into_iter().map(Done::End).collect();
-        slots(&mut out, Way::Ends, done);
-    }
-    let plain = members(Way::Receipts);
-    if !plain.is_empty() {
-        let run = async { Ok(receipts::run_plain(db, &plain).await?) };
-        let done = caught(run).await?.into_iter().map(Done::Webhook).collect();
-        slots(&mut out, Way::Receipts, done);
+    for group in [Way::Accepts, Way::Begins, Way::Ends, Way::Receipts] {
+        let jobs = members(group);
+        if !jobs.is_empty() {
+            let done = caught(run_group(db, group, &jobs)).await?;
+            slots(&mut out, group, done);
+        }
     }
     out.into_iter()
         .map(|d| d.ok_or_else(|| StoreError::Corrupt("a job without a result".into())))
         .collect()
+}
+
+/// Runs one group's jobs together: one [`Done`] per job, in order.
+async fn run_group(db: &mut Db<'_>, group: Way, jobs: &[&Job]) -> Result<Vec<Done>, StoreError> {
+    Ok(match group {
+        Way::Accepts => accepts::accept_all(db, jobs)
+            .await?
+            .into_iter()
+            .map(Done::Accept)
+            .collect(),
+        Way::Begins => begins::begin_all(db, jobs)
+            .await?
+            .into_iter()
+            .map(Done::Begin)
+            .collect(),
+        Way::Ends => ends::end_all(db, jobs)
+            .await?
+            .into_iter()
+            .map(Done::End)
+            .collect(),
+        Way::Receipts => receipts::run_plain(db, jobs)
+            .await?
+            .into_iter()
+            .map(Done::Webhook)
+            .collect(),
+        Way::Alone => Vec::new(),
+    })
 }
 
 /// A job's future, with a panic (a bug) turned into an error: on SQLite a panic would end
