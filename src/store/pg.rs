@@ -420,4 +420,71 @@ mod tests {
             "{err}"
         );
     }
+
+    /// 0012: a send's result updates its message in place (HOT: no index entry written),
+    /// and the lookups whose indexes lost a column still go through them.
+    #[tokio::test]
+    async fn a_send_result_updates_its_message_in_place() {
+        let db = TestDb::new().await;
+        let mut tx = db.pool.begin().await.expect("begin");
+        sqlx::query(
+            "INSERT INTO messages (id, tenant_id, conversation_id, direction, channel, to_addr, status, customer_identity, created_at, updated_at)
+             VALUES ('msg_1', 't', 'conv_1', 'outbound', 'sms', '+12025550100', 'queued', 'tel:+12025550100', 1, 1)",
+        )
+        .execute(&mut *tx)
+        .await
+        .expect("insert");
+        sqlx::query(crate::store::delivery::SENT_STATUS_UPDATE)
+            .bind("twilio")
+            .bind("tel:+15005550006")
+            .bind("+15005550006")
+            .bind(1i64)
+            .bind("msg_1")
+            .bind("sent")
+            .bind(2i64)
+            .execute(&mut *tx)
+            .await
+            .expect("update");
+        let (updated, hot): (i64, i64) = sqlx::query_as(
+            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_xact_user_tables WHERE relname = 'messages'",
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .expect("stats");
+        assert_eq!((updated, hot), (1, 1));
+
+        sqlx::query("SET LOCAL enable_seqscan = off")
+            .execute(&mut *tx)
+            .await
+            .expect("set");
+        for (sql, index) in [
+            (crate::threading::ladder::LEASE, "messages_lease"),
+            (
+                "SELECT conversation_id, tenant_id FROM messages WHERE connection_id = $1 AND provider_message_id = $2",
+                "messages_inbound_pid",
+            ),
+            (
+                "SELECT status FROM status_history WHERE message_id = $1 ORDER BY id",
+                "status_history_pkey",
+            ),
+        ] {
+            let generic = format!("PREPARE p AS {sql}");
+            sqlx::query(&generic).execute(&mut *tx).await.expect("prepare");
+            let args = sql.matches('$').count();
+            let exec = format!(
+                "EXPLAIN EXECUTE p({})",
+                vec!["'x'"; args].join(", ")
+            );
+            let rows = sqlx::query(&exec).fetch_all(&mut *tx).await.expect("explain");
+            let plan: Vec<String> = rows
+                .iter()
+                .map(|r| r.try_get::<String, _>(0).expect("plan line"))
+                .collect();
+            let plan = plan.join("\n");
+            assert!(plan.contains(index), "{sql}\n→ {plan}");
+            sqlx::query("DEALLOCATE p").execute(&mut *tx).await.expect("deallocate");
+        }
+        drop(tx);
+        db.drop_db().await;
+    }
 }

@@ -483,6 +483,14 @@ fn hit_from(
     }))
 }
 
+/// Rung 3's lookup: the conversations (not closed, of the contact or one merged into it) of
+/// the last outbound messages to a customer (`$2`) from a business address (`$3`).
+pub(crate) const LEASE: &str = "SELECT m.conversation_id FROM messages m JOIN conversations c ON c.id = m.conversation_id
+         WHERE m.tenant_id = $1 AND m.customer_identity = $2 AND m.business_addr = $3 AND m.direction = 'outbound'
+           AND c.state <> 'closed'
+           AND (c.contact_id = $4 OR c.contact_id IN (SELECT cm.merged_id FROM contact_merges cm WHERE cm.survivor_id = $5 AND cm.undone_at IS NULL))
+         ORDER BY m.id DESC LIMIT 50";
+
 /// Rung 3: the (customer, business address) pair of a conversation that is not closed.
 async fn lease(
     conn: &mut Db<'_>,
@@ -490,20 +498,14 @@ async fn lease(
     contact_id: &str,
     inb: &Inbound,
 ) -> Result<Option<Hit>, sqlx::Error> {
-    let rows = query(
-        "SELECT m.conversation_id FROM messages m JOIN conversations c ON c.id = m.conversation_id
-         WHERE m.tenant_id = $1 AND m.customer_identity = $2 AND m.business_addr = $3 AND m.direction = 'outbound'
-           AND c.state <> 'closed'
-           AND (c.contact_id = $4 OR c.contact_id IN (SELECT cm.merged_id FROM contact_merges cm WHERE cm.survivor_id = $5 AND cm.undone_at IS NULL))
-         ORDER BY m.id DESC LIMIT 50",
-    )
-    .bind(tenant_id)
-    .bind(&inb.customer)
-    .bind(&inb.business)
-    .bind(contact_id)
-    .bind(contact_id)
-    .fetch_all(&mut *conn)
-    .await?;
+    let rows = query(LEASE)
+        .bind(tenant_id)
+        .bind(&inb.customer)
+        .bind(&inb.business)
+        .bind(contact_id)
+        .bind(contact_id)
+        .fetch_all(&mut *conn)
+        .await?;
     let mut candidates: Vec<String> = Vec::new();
     for r in rows {
         let c: String = r.try_get("conversation_id")?;
