@@ -106,6 +106,17 @@ bounded "$LOAD" baseline --concurrency "$CONCURRENCY" --duration "$BASELINE_DURA
 cat "$OUT/baseline.err" >&2
 
 # ---------------------------------------------------------------- one store × provider
+# PostgreSQL's WAL written since `lsn` (the whole server's, warm-up included) joins the
+# mode's JSON line as `db_wal_bytes`, if that line is the mode's.
+wal_note() {
+  local lsn=$1 mode=$2 bytes
+  [[ -n $lsn ]] || return 0
+  tail -1 "$RESULTS" | grep -q "\"mode\":\"$mode\"" || return 0
+  bytes=$(psql_admin "select pg_wal_lsn_diff(pg_current_wal_lsn(), '$lsn')::bigint" 2>/dev/null) || return 0
+  [[ $bytes =~ ^[0-9]+$ ]] || return 0
+  sed -i '$ s/}$/,"db_wal_bytes":'"$bytes"'}/' "$RESULTS"
+}
+
 run_one() {
   local db=$1 provider=$2 label="$1/$2" dir dburl dbname cfg sim_pid="" weft_pid key mode
   dir=$(mktemp -d "${TMPDIR:-/tmp}/weft-load-$db-$provider.XXXX")
@@ -177,13 +188,16 @@ EOF
   wait_http "http://127.0.0.1:$PORT/readyz" 60 "$weft_pid" ||
     die "weft did not become ready (see $OUT/$db-$provider.weft.log)"
 
+  local db_args=() lsn=""
+  [[ $db == postgres ]] && db_args=(--db-comm postgres)
   for mode in $MODES; do
+    [[ $db == postgres ]] && lsn=$(psql_admin "select pg_current_wal_lsn()" 2>/dev/null || true)
     case $mode in
       e2e)
         log "[$label] e2e: $COUNT messages at concurrency $CONCURRENCY (timeout $TIMEOUT)"
         WEFT_API_KEY=$key bounded "$LOAD" e2e --url "http://127.0.0.1:$PORT" \
           --count "$COUNT" --concurrency "$CONCURRENCY" --timeout "$TIMEOUT" --poll-interval "$POLL_INTERVAL" \
-          --pid "$weft_pid" --label "$label" "${sim_args[@]+"${sim_args[@]}"}" \
+          --pid "$weft_pid" --label "$label" "${sim_args[@]+"${sim_args[@]}"}" "${db_args[@]+"${db_args[@]}"}" \
           >>"$RESULTS" 2>"$OUT/$db-$provider.e2e.err" || log "[$label] e2e exited non-zero"
         cat "$OUT/$db-$provider.e2e.err" >&2
         ;;
@@ -191,7 +205,7 @@ EOF
         log "[$label] accept: $WARMUP + $DURATION at concurrency $CONCURRENCY"
         WEFT_API_KEY=$key bounded "$LOAD" accept --url "http://127.0.0.1:$PORT" \
           --concurrency "$CONCURRENCY" --duration "$DURATION" --warmup "$WARMUP" \
-          --pid "$weft_pid" --label "$label" \
+          --pid "$weft_pid" --label "$label" "${db_args[@]+"${db_args[@]}"}" \
           >>"$RESULTS" 2>"$OUT/$db-$provider.accept.err" || log "[$label] accept exited non-zero"
         cat "$OUT/$db-$provider.accept.err" >&2
         ;;
@@ -209,13 +223,14 @@ EOF
           --connection twilio-load --account-sid "$SIM_SID" --to +15005550006 \
           --senders "$INBOUND_SENDERS" "${with_sends[@]+"${with_sends[@]}"}" \
           --concurrency "$CONCURRENCY" --duration "$DURATION" --warmup "$WARMUP" \
-          --pid "$weft_pid" --label "$label${INBOUND_WITH_SENDS:+ +sends}" \
+          --pid "$weft_pid" --label "$label${INBOUND_WITH_SENDS:+ +sends}" "${db_args[@]+"${db_args[@]}"}" \
           >>"$RESULTS" 2>"$OUT/$db-$provider.inbound.err" || log "[$label] inbound exited non-zero"
         cat "$OUT/$db-$provider.inbound.err" >&2
         ;;
       *) die "unknown mode $mode (e2e, accept or inbound)" ;;
     esac
     kill -0 "$weft_pid" 2>/dev/null || die "weft died during $mode (see $OUT/$db-$provider.weft.log)"
+    wal_note "$lsn" "$mode"
   done
 
   log "[$label] stopping weft"

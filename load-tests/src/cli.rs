@@ -40,6 +40,10 @@ pub struct LoadArgs {
     /// Sample this process's RSS (VmRSS, VmHWM from /proc/PID/status) every second.
     #[arg(long)]
     pub pid: Option<u32>,
+    /// Also count the CPU of every process with this name on the machine, exited children
+    /// included (`postgres`: the database server and its backends), per accepted message.
+    #[arg(long)]
+    pub db_comm: Option<String>,
     /// Runtime worker threads of the generator (default: one per CPU).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub threads: Option<u32>,

@@ -99,17 +99,56 @@ fn header(
     m
 }
 
-/// CPU spent by the generator (and, with --pid, by weft) over the run.
+/// CPU counters at the start of a run: the generator's own, and with `--db-comm` the
+/// database server's.
+struct CpuStart {
+    generator: Option<f64>,
+    db: Option<(String, f64)>,
+}
+
+impl CpuStart {
+    fn now(load: &LoadArgs) -> CpuStart {
+        CpuStart {
+            generator: rss::own_cpu_seconds(),
+            db: load
+                .db_comm
+                .as_ref()
+                .and_then(|c| Some((c.clone(), rss::comm_cpu_seconds(c)?))),
+        }
+    }
+}
+
+/// CPU spent by the generator (and, with --pid, by weft; with --db-comm, by the database
+/// server) over the run.
 fn cpu_fields(
     m: &mut serde_json::Map<String, Value>,
     t: &mut Table,
-    gen_cpu0: Option<f64>,
+    cpu0: CpuStart,
     requests: u64,
     ok: u64,
     rss: Option<&rss::RssReport>,
     note: &str,
 ) {
-    if let (Some(a), Some(b)) = (gen_cpu0, rss::own_cpu_seconds()) {
+    // What the per-message CPU (and run.sh's `db_wal_bytes`) divide by.
+    m.insert("ok_incl_warmup".into(), json!(ok));
+    if let Some((comm, a)) = &cpu0.db {
+        if let Some(b) = rss::comm_cpu_seconds(comm) {
+            let cpu = round2(b - a);
+            let per = if ok > 0 {
+                round2(cpu / ok as f64 * 1e6)
+            } else {
+                0.0
+            };
+            m.insert("db_comm".into(), json!(comm));
+            m.insert("db_cpu_s".into(), json!(cpu));
+            m.insert("db_cpu_us_per_ok".into(), json!(per));
+            t.row(
+                format!("{comm} CPU"),
+                format!("{cpu:.2} s ({per:.1} µs per accepted message)"),
+            );
+        }
+    }
+    if let (Some(a), Some(b)) = (cpu0.generator, rss::own_cpu_seconds()) {
         let cpu = round2(b - a);
         let per_req = if requests > 0 {
             round2(cpu / requests as f64 * 1e6)
@@ -179,7 +218,7 @@ async fn baseline(a: BaselineArgs, threads: usize) -> anyhow::Result<()> {
         a.load.concurrency, a.warmup, a.duration
     );
     let sampler = rss::maybe_start(a.load.pid);
-    let cpu0 = rss::own_cpu_seconds();
+    let cpu0 = CpuStart::now(&a.load);
     let server_cpu0 = rss::own_threads_cpu_seconds(SERVER_THREAD);
     let p = plan(
         &a.load,
@@ -264,7 +303,7 @@ async fn accept(a: AcceptArgs, threads: usize) -> anyhow::Result<()> {
         a.duration
     );
     let sampler = rss::maybe_start(a.load.pid);
-    let cpu0 = rss::own_cpu_seconds();
+    let cpu0 = CpuStart::now(&a.load);
     let p = plan(
         &a.load,
         target,
@@ -351,7 +390,7 @@ async fn inbound_run(a: InboundArgs, threads: usize) -> anyhow::Result<()> {
     p.payload = Payload::TwilioInbound(Arc::new(spec));
 
     let sampler = rss::maybe_start(a.load.pid);
-    let cpu0 = rss::own_cpu_seconds();
+    let cpu0 = CpuStart::now(&a.load);
     let progress = Arc::new(Progress::default());
     let send_progress = Arc::new(Progress::default());
     let sends = send_plan.map(|sp| tokio::spawn(engine::run(sp, send_progress.clone())));
@@ -443,7 +482,7 @@ async fn e2e_run(a: E2eArgs, threads: usize) -> anyhow::Result<()> {
         a.count, a.load.concurrency, a.timeout
     );
     let sampler = rss::maybe_start(a.load.pid);
-    let cpu0 = rss::own_cpu_seconds();
+    let cpu0 = CpuStart::now(&a.load);
     let progress = Arc::new(Progress::default());
     let sending_done = Arc::new(AtomicBool::new(false));
     let t0 = Instant::now();

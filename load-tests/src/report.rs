@@ -213,8 +213,8 @@ fn fmt_num(x: Option<f64>, decimals: usize) -> String {
 /// A markdown table of saved summary lines.
 pub fn markdown(lines: &[Value]) -> String {
     let mut out = String::from(
-        "| run | mode | conc | accepted/s | delivered/s e2e | p50 ms | p90 ms | p99 ms | max ms | non-202 | errors | peak RSS MiB | lost / dup |\n\
-         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
+        "| run | mode | conc | accepted/s | delivered/s e2e | p50 ms | p90 ms | p99 ms | max ms | non-202 | errors | peak RSS MiB | lost / dup | weft CPU µs/msg | db CPU µs/msg | db WAL KiB/msg |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|\n",
     );
     for v in lines {
         let mode = v.get("mode").and_then(Value::as_str).unwrap_or("?");
@@ -242,9 +242,16 @@ pub fn markdown(lines: &[Value]) -> String {
         } else {
             "–".into()
         };
+        let wal_kib = match (
+            num(v, &["db_wal_bytes"]),
+            num(v, &["ok_incl_warmup"]).or(num(v, &["ok"])),
+        ) {
+            (Some(b), Some(n)) if n > 0.0 => Some(b / n / 1024.0),
+            _ => None,
+        };
         let _ = writeln!(
             out,
-            "| {label} | {mode} | {} | {} | {delivered} | {} | {} | {} | {} | {} | {errors:.0} | {} | {lost_dup} |",
+            "| {label} | {mode} | {} | {} | {delivered} | {} | {} | {} | {} | {} | {errors:.0} | {} | {lost_dup} | {} | {} | {} |",
             fmt_num(num(v, &["concurrency"]), 0),
             fmt_num(num(v, &["ok_per_s"]), 0),
             fmt_num(num(v, &["latency_ms", "p50_ms"]), 2),
@@ -253,6 +260,9 @@ pub fn markdown(lines: &[Value]) -> String {
             fmt_num(num(v, &["latency_ms", "max_ms"]), 2),
             fmt_num(num(v, &["non_ok"]), 0),
             fmt_num(rss, 1),
+            fmt_num(num(v, &["target_cpu_us_per_ok"]), 0),
+            fmt_num(num(v, &["db_cpu_us_per_ok"]), 0),
+            fmt_num(wal_kib, 1),
         );
     }
     out
@@ -297,12 +307,12 @@ mod tests {
     fn markdown_from_lines() {
         let text = r#"not json
 {"mode":"baseline","label":"generator ceiling","concurrency":64,"ok_per_s":51234.4,"non_ok":0,"transport_errors":0,"timeouts":0,"connect_errors":0,"latency_ms":{"p50_ms":1.2,"p90_ms":1.9,"p99_ms":3.1,"max_ms":12.0}}
-{"mode":"e2e","label":"sqlite/twilio","concurrency":64,"ok":50000,"ok_per_s":11000,"delivered_per_s":6500.4,"delivered":50000,"complete":true,"non_ok":0,"latency_ms":{"p50_ms":4,"p90_ms":6,"p99_ms":9,"max_ms":40},"rss":{"peak_rss_kb":81920,"hwm_kb":90000},"sim":{"lost":0,"duplicated":0}}
+{"mode":"e2e","label":"sqlite/twilio","concurrency":64,"ok":50000,"ok_per_s":11000,"delivered_per_s":6500.4,"delivered":50000,"complete":true,"non_ok":0,"latency_ms":{"p50_ms":4,"p90_ms":6,"p99_ms":9,"max_ms":40},"rss":{"peak_rss_kb":81920,"hwm_kb":90000},"sim":{"lost":0,"duplicated":0},"target_cpu_us_per_ok":301.4,"db_cpu_us_per_ok":412.6,"db_wal_bytes":409600000}
 "#;
         let lines = read_lines(text);
         assert_eq!(lines.len(), 2);
         let md = markdown(&lines);
-        assert!(md.contains("| generator ceiling | baseline | 64 | 51234 | – | 1.20 | 1.90 | 3.10 | 12.00 | 0 | 0 | – | – |"), "{md}");
-        assert!(md.contains("| sqlite/twilio | e2e | 64 | 11000 | 6500 | 4.00 | 6.00 | 9.00 | 40.00 | 0 | 0 | 87.9 | 0 / 0 |"), "{md}");
+        assert!(md.contains("| generator ceiling | baseline | 64 | 51234 | – | 1.20 | 1.90 | 3.10 | 12.00 | 0 | 0 | – | – | – | – | – |"), "{md}");
+        assert!(md.contains("| sqlite/twilio | e2e | 64 | 11000 | 6500 | 4.00 | 6.00 | 9.00 | 40.00 | 0 | 0 | 87.9 | 0 / 0 | 301 | 413 | 8.0 |"), "{md}");
     }
 }

@@ -44,6 +44,41 @@ pub fn parse_stat_ticks(text: &str) -> Option<u64> {
     Some(utime + stime)
 }
 
+/// [`parse_stat_ticks`] plus the CPU of the process's exited and reaped children (fields
+/// 16, 17): a server's finished workers (PostgreSQL's backends) stay counted in their parent.
+pub fn parse_stat_ticks_with_children(text: &str) -> Option<u64> {
+    let rest = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let children: u64 =
+        fields.get(13)?.parse::<u64>().ok()? + fields.get(14)?.parse::<u64>().ok()?;
+    Some(parse_stat_ticks(text)? + children)
+}
+
+/// CPU seconds used so far by every process named `comm` on this machine, their exited
+/// children included (e.g. `postgres`: the server and all its backends).
+pub fn comm_cpu_seconds(comm: &str) -> Option<f64> {
+    let mut total = 0u64;
+    let mut found = false;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        if !entry
+            .file_name()
+            .to_string_lossy()
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+        {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        if parse_stat_comm(&text) == Some(comm) {
+            found = true;
+            total += parse_stat_ticks_with_children(&text).unwrap_or(0);
+        }
+    }
+    found.then_some(total as f64 / TICKS_PER_SEC)
+}
+
 /// Linux's USER_HZ: `/proc/PID/stat` counts CPU time in hundredths of a second.
 pub const TICKS_PER_SEC: f64 = 100.0;
 
@@ -250,6 +285,15 @@ RssAnon:\t   60000 kB\nThreads:\t8\n";
         let stat = "4242 (weft serve) S 1 4242 4242 0 -1 4194560 1234 0 0 0 750 250 0 0 20 0 8 0 100 1000000 5000 18446744073709551615";
         assert_eq!(parse_stat_ticks(stat), Some(1000));
         assert_eq!(parse_stat_ticks("garbage"), None);
+        assert_eq!(parse_stat_ticks_with_children(stat), Some(1000));
+        let parent = "7 (postgres) S 1 7 7 0 -1 4194560 1 0 0 0 10 5 300 200 20 0 1 0 100 1 5";
+        assert_eq!(parse_stat_ticks_with_children(parent), Some(515));
+        assert_eq!(parse_stat_ticks_with_children("8 (x) S 1"), None);
+        let own = parse_stat_comm(&std::fs::read_to_string("/proc/self/stat").expect("stat"))
+            .expect("comm")
+            .to_string();
+        assert!(comm_cpu_seconds(&own).is_some_and(|s| s >= 0.0));
+        assert_eq!(comm_cpu_seconds("no such program here"), None);
         assert_eq!(parse_stat_comm(stat), Some("weft serve"));
         assert!(own_threads_cpu_seconds("").is_some_and(|s| s >= 0.0));
         assert!(own_cpu_seconds().is_some());
