@@ -118,6 +118,15 @@ impl CpuStart {
     }
 }
 
+/// `cpu` seconds spread over `n` (requests, messages) in µs each, 0 for none.
+fn micros_each(cpu: f64, n: u64) -> f64 {
+    if n > 0 {
+        round2(cpu / n as f64 * 1e6)
+    } else {
+        0.0
+    }
+}
+
 /// CPU spent by the generator (and, with --pid, by weft; with --db-comm, by the database
 /// server) over the run.
 fn cpu_fields(
@@ -134,11 +143,7 @@ fn cpu_fields(
     if let Some((comm, a)) = &cpu0.db {
         if let Some(b) = rss::comm_cpu_seconds(comm) {
             let cpu = round2(b - a);
-            let per = if ok > 0 {
-                round2(cpu / ok as f64 * 1e6)
-            } else {
-                0.0
-            };
+            let per = micros_each(cpu, ok);
             m.insert("db_comm".into(), json!(comm));
             m.insert("db_cpu_s".into(), json!(cpu));
             m.insert("db_cpu_us_per_ok".into(), json!(per));
@@ -150,11 +155,7 @@ fn cpu_fields(
     }
     if let (Some(a), Some(b)) = (cpu0.generator, rss::own_cpu_seconds()) {
         let cpu = round2(b - a);
-        let per_req = if requests > 0 {
-            round2(cpu / requests as f64 * 1e6)
-        } else {
-            0.0
-        };
+        let per_req = micros_each(cpu, requests);
         m.insert("generator_cpu_s".into(), json!(cpu));
         m.insert("generator_cpu_us_per_request".into(), json!(per_req));
         t.row(
@@ -163,11 +164,7 @@ fn cpu_fields(
         );
     }
     if let Some(cpu) = rss.and_then(|r| r.cpu_s) {
-        let per = if ok > 0 {
-            round2(cpu / ok as f64 * 1e6)
-        } else {
-            0.0
-        };
+        let per = micros_each(cpu, ok);
         m.insert("target_cpu_us_per_ok".into(), json!(per));
         t.row(
             "weft CPU",
@@ -261,13 +258,7 @@ async fn baseline(a: BaselineArgs, threads: usize) -> anyhow::Result<()> {
         (server_cpu, m.get("generator_cpu_s").and_then(Value::as_f64))
     {
         let client = round2((total - server).max(0.0));
-        let per = |cpu: f64| {
-            if reqs > 0 {
-                round2(cpu / reqs as f64 * 1e6)
-            } else {
-                0.0
-            }
-        };
+        let per = |cpu: f64| micros_each(cpu, reqs);
         m.insert("server_cpu_s".into(), json!(server));
         m.insert("client_cpu_s".into(), json!(client));
         m.insert("client_cpu_us_per_request".into(), json!(per(client)));
