@@ -49,9 +49,11 @@ pub fn parse_stat_ticks(text: &str) -> Option<u64> {
 pub fn parse_stat_ticks_with_children(text: &str) -> Option<u64> {
     let rest = &text[text.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let children: u64 =
-        fields.get(13)?.parse::<u64>().ok()? + fields.get(14)?.parse::<u64>().ok()?;
-    Some(parse_stat_ticks(text)? + children)
+    fields
+        .get(11..15)?
+        .iter()
+        .map(|f| f.parse::<u64>().ok())
+        .sum()
 }
 
 /// CPU seconds used so far by every process named `comm` on this machine, their exited

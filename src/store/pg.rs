@@ -460,29 +460,32 @@ mod tests {
         for (sql, index) in [
             (crate::threading::ladder::LEASE, "messages_lease"),
             (
-                "SELECT conversation_id, tenant_id FROM messages WHERE connection_id = $1 AND provider_message_id = $2",
+                crate::threading::ladder::INBOUND_BY_PROVIDER_ID,
                 "messages_inbound_pid",
             ),
-            (
-                "SELECT status FROM status_history WHERE message_id = $1 ORDER BY id",
-                "status_history_pkey",
-            ),
+            (crate::store::read::HISTORY, "status_history_pkey"),
         ] {
             let generic = format!("PREPARE p AS {sql}");
-            sqlx::query(&generic).execute(&mut *tx).await.expect("prepare");
+            sqlx::query(&generic)
+                .execute(&mut *tx)
+                .await
+                .expect("prepare");
             let args = sql.matches('$').count();
-            let exec = format!(
-                "EXPLAIN EXECUTE p({})",
-                vec!["'x'"; args].join(", ")
-            );
-            let rows = sqlx::query(&exec).fetch_all(&mut *tx).await.expect("explain");
+            let exec = format!("EXPLAIN EXECUTE p({})", vec!["'x'"; args].join(", "));
+            let rows = sqlx::query(&exec)
+                .fetch_all(&mut *tx)
+                .await
+                .expect("explain");
             let plan: Vec<String> = rows
                 .iter()
                 .map(|r| r.try_get::<String, _>(0).expect("plan line"))
                 .collect();
             let plan = plan.join("\n");
             assert!(plan.contains(index), "{sql}\n→ {plan}");
-            sqlx::query("DEALLOCATE p").execute(&mut *tx).await.expect("deallocate");
+            sqlx::query("DEALLOCATE p")
+                .execute(&mut *tx)
+                .await
+                .expect("deallocate");
         }
         drop(tx);
         db.drop_db().await;

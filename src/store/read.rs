@@ -62,6 +62,9 @@ fn message_view(r: &AnyRow) -> Result<MessageView, sqlx::Error> {
     })
 }
 
+/// A message's status history, oldest first (`$1`: the message id).
+pub(crate) const HISTORY: &str = "SELECT status, raw_status, applied, connection_id, provider_message_id, error_code, occurred_at FROM status_history WHERE message_id = $1 ORDER BY id";
+
 impl Store {
     /// The tenant owning an API key hash, if the key is live.
     pub async fn tenant_for_key(&self, key_hash: &str) -> Result<Option<String>, StoreError> {
@@ -108,12 +111,10 @@ impl Store {
             error_code: None,
             at: view.created_at.clone(),
         }];
-        let rows = sqlx::query(
-            "SELECT status, raw_status, applied, connection_id, provider_message_id, error_code, occurred_at FROM status_history WHERE message_id = $1 ORDER BY id",
-        )
-        .bind(id)
-        .fetch_all(self.reader())
-        .await?;
+        let rows = sqlx::query(HISTORY)
+            .bind(id)
+            .fetch_all(self.reader())
+            .await?;
         for r in rows {
             history.push(StatusEntry {
                 status: r.try_get("status")?,

@@ -451,7 +451,7 @@ async fn reply_ref(
     if let Some(hit) = hit_from(row, Rule::ReplyRef, pid, tenant)? {
         return Ok(Some(hit));
     }
-    let row = query("SELECT conversation_id, tenant_id FROM messages WHERE connection_id = $1 AND provider_message_id = $2")
+    let row = query(INBOUND_BY_PROVIDER_ID)
         .bind(connection_id)
         .bind(pid)
         .fetch_optional(&mut *conn)
@@ -482,6 +482,10 @@ fn hit_from(
         },
     }))
 }
+
+/// An inbound message by the id its provider gave it on a connection (`$1`, `$2`).
+pub(crate) const INBOUND_BY_PROVIDER_ID: &str =
+    "SELECT conversation_id, tenant_id FROM messages WHERE connection_id = $1 AND provider_message_id = $2";
 
 /// Rung 3's lookup: the conversations (not closed, of the contact or one merged into it) of
 /// the last outbound messages to a customer (`$2`) from a business address (`$3`).
