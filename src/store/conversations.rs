@@ -388,6 +388,7 @@ impl Store {
                     detail: Some("valid_until passed before delivery"),
                 }),
                 at: now,
+                dedupe_key: None,
             };
             changes.extend(super::status::apply(&mut Db::Any(&mut tx), &id, &input).await?);
             super::delivery::delete_outbox(&mut Db::Any(&mut tx), &id).await?;

@@ -188,6 +188,7 @@ pub async fn end(conn: &mut Db<'_>, j: &AttemptEnd) -> Result<Vec<StatusChange>,
                 provider_message_id: provider_ids.first().map(String::as_str),
                 error: None,
                 at: j.now,
+                dedupe_key: None,
             };
             let mut second = Script::new();
             let planned = match &current {
@@ -218,10 +219,8 @@ pub async fn end(conn: &mut Db<'_>, j: &AttemptEnd) -> Result<Vec<StatusChange>,
                 Some(conn_id) => provider_ids
                     .iter()
                     .map(|pid| {
-                        second.add_joined(
-                            super::webhooks::PARKED_SQL,
-                            vec![conn_id.into(), pid.into()],
-                        )
+                        second
+                            .add_joined(super::parked::PARKED_SQL, vec![conn_id.into(), pid.into()])
                     })
                     .collect(),
                 None => Vec::new(),
@@ -236,7 +235,7 @@ pub async fn end(conn: &mut Db<'_>, j: &AttemptEnd) -> Result<Vec<StatusChange>,
                 .flatten()
                 .collect();
             if let (Some(conn_id), false) = (&j.connection_id, parked_rows.is_empty()) {
-                changes.extend(super::webhooks::apply_parked(conn, conn_id, parked_rows).await?);
+                changes.extend(super::parked::apply_parked(conn, conn_id, parked_rows).await?);
             }
         }
         AttemptResult::Retry {
@@ -324,6 +323,7 @@ pub async fn end(conn: &mut Db<'_>, j: &AttemptEnd) -> Result<Vec<StatusChange>,
                         detail: Some(detail),
                     }),
                     at: j.now,
+                    dedupe_key: None,
                 };
                 changes.extend(status::apply(conn, &j.message_id, &input).await?);
             }

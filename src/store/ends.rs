@@ -16,9 +16,9 @@
 
 use super::db::Db;
 use super::delivery::{sender_addr, AttemptEnd, AttemptResult};
+use super::parked::apply_parked;
 use super::script::{columns, Col, Script, Val};
 use super::status::{self, Planned, StatusChange, StatusInput, CURRENT_COLUMNS};
-use super::webhooks::apply_parked;
 use super::writer::Job;
 use crate::domain::now_ms;
 use sqlx::any::AnyRow;
@@ -201,6 +201,7 @@ pub(super) async fn end_all(
             provider_message_id: Some(pid),
             error: None,
             at: e.now,
+            dedupe_key: None,
         };
         let updated_at = now_ms().max(e.now);
         let moves = status::moves(&row.try_get::<String, _>("status")?, *status);

@@ -20,9 +20,11 @@ pub mod db;
 mod delivery;
 mod ends;
 mod intake;
+mod parked;
 mod pg;
 mod pg_tls;
 mod read;
+mod receipt_keys;
 mod receipts;
 pub(crate) mod script;
 #[cfg(feature = "sql-stats")]
@@ -431,6 +433,11 @@ mod tests {
         let prune = super::conversations::PRUNE_EVENTS
             .replace("$1", "'evt_1'")
             .replace("$2", "10");
+        let seen = super::webhooks::REF_SQL_SEEN
+            .replace("$1", "'c'")
+            .replace("$2", "'SM1'")
+            .replace("$3", "'k'")
+            .replace("$4", "'m/k'");
         for (sql, index) in [
             (
                 "SELECT m.conversation_id FROM messages m WHERE m.tenant_id = 't' AND m.customer_identity = 'tel:+1' AND m.business_addr = 'tel:+2' AND m.direction = 'outbound' ORDER BY m.id DESC LIMIT 50",
@@ -454,6 +461,9 @@ mod tests {
                 prune.as_str(),
                 "sqlite_autoindex_webhook_events_1 (id<?)",
             ),
+            // 0013: a receipt's retry is looked for in its message's history.
+            (seen.as_str(), "status_history_message (message_id=?)"),
+            (seen.as_str(), "sqlite_autoindex_webhook_events_2"),
         ] {
             let p = plan(&conn, sql);
             assert!(p.contains(index), "{sql}\n→ {p}");

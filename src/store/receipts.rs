@@ -1,15 +1,16 @@
 //! A PostgreSQL writer's receipts, many at once.
 //!
 //! PostgreSQL spends most of a receipt's cost per statement (executor start-up, plan-cache
-//! checks, protocol), not per row: one at a time a receipt is three statements (the event,
-//! the provider-id lookup with the message lock, the history row with the message update).
-//! A batch's plain receipts — one status event, a status that is not a failure — are
-//! stored and applied together with three statements for all of them, each taking arrays
-//! (`unnest`). The state machine still decides each receipt in Rust, in arrival order,
-//! from the status the previous receipt of the same message left.
+//! checks, protocol), not per row: one at a time a receipt is three statements (the
+//! provider-id lookup with the message lock, its history's receipt keys, the history row
+//! with the message update). A batch's plain receipts — one status event, a status that
+//! is not a failure — are applied together with three statements for all of them, each
+//! taking arrays (`unnest`). The state machine still decides each receipt in Rust, in
+//! arrival order, from the status the previous receipt of the same message left. A
+//! provider's retry is recognised by the key on the history row ([`super::receipt_keys`]).
 //!
-//! What plain receipts cannot settle alone goes the one-at-a-time way after them, with the
-//! event already stored: a receipt whose provider id weft has not recorded (parked, or
+//! What plain receipts cannot settle alone goes the one-at-a-time way after them, stored
+//! in `webhook_events`: a receipt whose provider id weft has not recorded (parked, or
 //! matched by the ids in its callback), one of a message sent in parts. Failures (fallback
 //! channels, opt-outs) never join the group, nor any receipt of a message that has another
 //! webhook job in the batch that does not: a message's receipts keep their order.
@@ -25,13 +26,12 @@
 //! to end and by ~35 % in `accept` mode.)
 
 use super::db::Db;
+use super::receipt_keys::{self, SEEN_ALL};
 use super::script::{Script, Val};
 use super::status::{self, Planned, StatusInput};
-use super::webhooks::{
-    process_stored, read_ref, refs_where, stored_dedupe_key, WebhookJob, WebhookOutcome,
-};
+use super::webhooks::{refs_where, run_event, WebhookJob, WebhookOutcome};
 use super::writer::Job;
-use crate::domain::{ids, now_ms};
+use crate::domain::now_ms;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 use std::collections::{HashMap, HashSet};
@@ -82,15 +82,6 @@ pub(super) fn grouped<'a>(jobs: impl Iterator<Item = &'a Job> + Clone) -> Vec<bo
     .collect()
 }
 
-/// The group's events, in key order (two writers inserting the same keys wait for each
-/// other in one order); of two with one key the first is stored, the later a duplicate.
-const INSERT_EVENTS: &str = "INSERT INTO webhook_events (id, connection_id, kind, dedupe_key, event, provider_message_id, processed, received_at)
-     SELECT u.id, u.connection_id, u.kind, u.dedupe_key, '', u.pid, 1, $6
-     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) WITH ORDINALITY AS u(id, connection_id, kind, dedupe_key, pid, n)
-     ORDER BY u.connection_id, u.dedupe_key, u.n
-     ON CONFLICT (connection_id, dedupe_key) DO NOTHING
-     RETURNING id";
-
 /// The refs of many provider ids (`$1` connections, `$2` provider ids; see
 /// [`refs_where`]), their messages locked in id order.
 static REFS_SQL: LazyLock<String> = LazyLock::new(|| {
@@ -102,11 +93,11 @@ static REFS_SQL: LazyLock<String> = LazyLock::new(|| {
 
 /// The history rows and the message updates of all the group's receipts, as one statement.
 const APPLY: &str = "WITH history AS (
-       INSERT INTO status_history (message_id, status, raw_status, applied, connection_id, provider_message_id, occurred_at)
-       SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::text[], $7::int8[])
+       INSERT INTO status_history (message_id, status, raw_status, applied, connection_id, provider_message_id, occurred_at, dedupe_key)
+       SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::text[], $7::int8[], $8::text[])
      )
      UPDATE messages m SET status = u.status, updated_at = u.updated_at
-     FROM unnest($8::text[], $9::text[], $10::int8[]) AS u(id, status, updated_at)
+     FROM unnest($9::text[], $10::text[], $11::int8[]) AS u(id, status, updated_at)
      WHERE m.id = u.id";
 
 /// Columns of [`APPLY`]'s history rows.
@@ -119,6 +110,7 @@ struct History {
     connection_id: Vec<Option<String>>,
     provider_message_id: Vec<Option<String>>,
     occurred_at: Vec<Option<i64>>,
+    dedupe_key: Vec<Option<String>>,
 }
 
 /// Stores and applies the plain receipts `jobs` (all [`grouped`]): one outcome per job.
@@ -128,49 +120,40 @@ pub(super) async fn run_plain(
 ) -> Result<Vec<WebhookOutcome>, sqlx::Error> {
     let receipts: Vec<Plain<'_>> = jobs.iter().filter_map(|j| plain(j)).collect();
     let now = now_ms();
-    let event_ids: Vec<String> = receipts
-        .iter()
-        .map(|_| ids::new_id(ids::IdKind::Event))
-        .collect();
     let texts = |f: &dyn Fn(&WebhookJob, &StatusEvent) -> String| {
         Val::Texts(receipts.iter().map(|(j, _, s, _)| Some(f(j, s))).collect())
     };
-    let mut script = Script::new();
-    script.add(
-        INSERT_EVENTS,
-        vec![
-            Val::Texts(event_ids.iter().cloned().map(Some).collect()),
-            texts(&|j, _| j.connection_id.clone()),
-            texts(&|j, _| j.kind.clone()),
-            Val::Texts(
-                receipts
-                    .iter()
-                    .map(|(_, ev, ..)| Some(stored_dedupe_key(ev)))
-                    .collect(),
-            ),
-            texts(&|_, s| s.provider_message_id.clone()),
-            now.into(),
-        ],
+    let (conns, pids) = (
+        texts(&|j, _| j.connection_id.clone()),
+        texts(&|_, s| s.provider_message_id.clone()),
     );
+    // The refs (locking their messages), then the receipts' keys already seen: read after
+    // the locks, they include those of copies other writers applied.
+    let mut script = Script::new();
+    script.add(REFS_SQL.as_str(), vec![conns.clone(), pids.clone()]);
     script.add(
-        REFS_SQL.as_str(),
+        SEEN_ALL,
         vec![
-            texts(&|j, _| j.connection_id.clone()),
-            texts(&|_, s| s.provider_message_id.clone()),
+            conns,
+            pids,
+            texts(&|_, s| s.dedupe_key.clone()),
+            texts(&|_, s| receipt_keys::stored_status_key(s)),
         ],
     );
     let mut answers = script.run(&mut *conn).await?.into_iter();
-    let stored: HashSet<String> = answers
-        .next()
-        .map(|o| o.rows)
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|r| r.try_get::<String, _>("id").ok())
-        .collect();
     let mut refs: HashMap<(String, String), AnyRow> = HashMap::new();
     for row in answers.next().map(|o| o.rows).unwrap_or_default() {
         let key = (row.try_get("ref_connection")?, row.try_get("ref_pid")?);
         refs.insert(key, row);
+    }
+    // (connection, provider id, receipt key): those in the history, then the group's own.
+    let mut seen: HashSet<(String, String, String)> = HashSet::new();
+    for row in answers.next().map(|o| o.rows).unwrap_or_default() {
+        seen.insert((
+            row.try_get("ref_connection")?,
+            row.try_get("ref_pid")?,
+            row.try_get("dedupe_key")?,
+        ));
     }
 
     let mut outcomes: Vec<WebhookOutcome> = Vec::with_capacity(receipts.len());
@@ -179,24 +162,25 @@ pub(super) async fn run_plain(
     let mut moved: HashMap<String, (DeliveryStatus, i64)> = HashMap::new();
     let mut planned: Vec<(usize, Planned)> = Vec::new();
     let mut apart: Vec<usize> = Vec::new();
-    for (i, ((job, _, s, incoming), event_id)) in receipts.iter().zip(&event_ids).enumerate() {
+    for (i, (job, _, s, incoming)) in receipts.iter().enumerate() {
         let incoming = *incoming;
         let mut out = WebhookOutcome::default();
-        if !stored.contains(event_id) {
+        let key = (job.connection_id.clone(), s.provider_message_id.clone());
+        let row = match refs.get(&key) {
+            Some(row) if receipt_keys::keyed(s, Some(row))? => row,
+            _ => {
+                outcomes.push(out);
+                apart.push(i);
+                continue;
+            }
+        };
+        if !seen.insert((key.0, key.1, s.dedupe_key.clone())) {
             out.duplicates = 1;
             outcomes.push(out);
             continue;
         }
         out.stored = 1;
         outcomes.push(out);
-        let key = (job.connection_id.clone(), s.provider_message_id.clone());
-        let row = match refs.get(&key) {
-            Some(row) if row.try_get::<i64, _>("parts")? <= 1 => row,
-            _ => {
-                apart.push(i);
-                continue;
-            }
-        };
         let message_id: String = row.try_get("message_id")?;
         let current = match moved.get(&message_id) {
             Some((st, _)) => st.as_str().to_string(),
@@ -209,6 +193,7 @@ pub(super) async fn run_plain(
             provider_message_id: Some(&s.provider_message_id),
             error: None,
             at: s.occurred_at_ms.unwrap_or(now),
+            dedupe_key: Some(&s.dedupe_key),
         };
         let moves = status::moves(&current, incoming);
         let updated_at = now_ms().max(input.at);
@@ -224,6 +209,7 @@ pub(super) async fn run_plain(
             .provider_message_id
             .push(Some(s.provider_message_id.clone()));
         history.occurred_at.push(Some(input.at));
+        history.dedupe_key.push(Some(s.dedupe_key.clone()));
         planned.push((
             i,
             Planned::new(&message_id, row, &input, moves, updated_at)?,
@@ -250,6 +236,7 @@ pub(super) async fn run_plain(
                 Val::Texts(history.connection_id),
                 Val::Texts(history.provider_message_id),
                 Val::Ints(history.occurred_at),
+                Val::Texts(history.dedupe_key),
                 Val::Texts(ids),
                 Val::Texts(statuses),
                 Val::Ints(updated),
@@ -263,12 +250,12 @@ pub(super) async fn run_plain(
             out.changes.push(change);
         }
     }
-    // After the group's writes: these read the messages as the group left them.
+    // After the group's writes: these read the messages as the group left them. They are
+    // stored in `webhook_events` (parked, or a part of a long message).
     for i in apart {
-        let ((job, ev, s, _), event_id) = (receipts[i], &event_ids[i]);
-        let by_ref = read_ref(conn, &job.connection_id, &s.provider_message_id).await?;
+        let (job, ev, ..) = receipts[i];
         if let Some(out) = outcomes.get_mut(i) {
-            process_stored(conn, job, ev, event_id, by_ref, now, out).await?;
+            run_event(conn, job, ev, now, out).await?;
         }
     }
     Ok(outcomes)
@@ -408,12 +395,45 @@ pub(super) mod tests {
                 ("msg_2".to_string(), "queued".to_string())
             ]
         );
-        let parked: (i64,) =
-            sqlx::query_as("SELECT COUNT(*) FROM webhook_events WHERE processed = 0")
-                .fetch_one(&db.pool)
+        // Only the part and the parked receipt have rows of their own; the others' keys are
+        // on their history rows.
+        let events: Vec<(String, i64)> =
+            sqlx::query_as("SELECT dedupe_key, processed FROM webhook_events ORDER BY dedupe_key")
+                .fetch_all(&db.pool)
                 .await
-                .expect("parked");
-        assert_eq!(parked.0, 1);
+                .expect("events");
+        let events: Vec<(&str, i64)> = events.iter().map(|(k, p)| (k.as_str(), *p)).collect();
+        assert_eq!(events, [("msg_2/part", 1), ("unknown", 0)]);
+        let keys: Vec<(Option<String>,)> =
+            sqlx::query_as("SELECT dedupe_key FROM status_history ORDER BY id")
+                .fetch_all(&db.pool)
+                .await
+                .expect("keys");
+        let keys: Vec<Option<&str>> = keys.iter().map(|(k,)| k.as_deref()).collect();
+        assert_eq!(
+            keys,
+            [Some("sent"), Some("delivered"), Some("sent-again"), None]
+        );
+
+        // The provider retries every one of them, in another batch: all duplicates.
+        pg.simple("BEGIN").await.expect("begin");
+        let again = run_plain(&mut pg, &refs).await.expect("again");
+        pg.simple("COMMIT").await.expect("commit");
+        assert!(
+            again.iter().all(|o| (o.stored, o.duplicates) == (0, 1)),
+            "{:?}",
+            again
+                .iter()
+                .map(|o| (o.stored, o.duplicates, o.parked))
+                .collect::<Vec<_>>()
+        );
+        let rows: (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM status_history), (SELECT COUNT(*) FROM webhook_events)",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .expect("counts");
+        assert_eq!(rows, (4, 2), "nothing written twice");
         db.drop_db().await;
     }
 }

@@ -28,6 +28,9 @@ pub struct StatusInput<'a> {
     pub provider_message_id: Option<&'a str>,
     pub error: Option<ErrorFields<'a>>,
     pub at: i64,
+    /// A receipt's key, kept on its history row to recognise the provider's retries
+    /// ([`super::receipt_keys`]).
+    pub dedupe_key: Option<&'a str>,
 }
 
 pub struct ErrorFields<'a> {
@@ -121,8 +124,8 @@ pub fn plan_without_update(
     plan_then(message_id, row, input, script, false)
 }
 
-const INSERT_HISTORY: &str = "INSERT INTO status_history (message_id, status, raw_status, applied, connection_id, provider_message_id, error_code, detail, occurred_at)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+const INSERT_HISTORY: &str = "INSERT INTO status_history (message_id, status, raw_status, applied, connection_id, provider_message_id, error_code, detail, occurred_at, dedupe_key)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
 
 fn plan_then(
     message_id: &str,
@@ -182,6 +185,7 @@ fn history_args(message_id: &str, input: &StatusInput<'_>, moved: bool) -> Vec<s
         code.into(),
         detail.into(),
         input.at.into(),
+        input.dedupe_key.into(),
     ]
 }
 

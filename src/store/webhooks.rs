@@ -4,6 +4,7 @@
 
 use super::db::{query, Db};
 use super::delivery::{delete_outbox, finish_attempt, record_refs};
+use super::receipt_keys;
 use super::script::Script;
 use super::status::{self, ErrorFields, StatusChange, StatusInput};
 use crate::domain::{ids, now_ms};
@@ -37,54 +38,109 @@ pub async fn run(conn: &mut Db<'_>, job: &WebhookJob) -> Result<WebhookOutcome, 
     let mut out = WebhookOutcome::default();
     let now = now_ms();
     for ev in &job.events {
-        let event_id = ids::new_id(ids::IdKind::Event);
-        let pid = match ev {
-            InboundEvent::Status(s) => Some(s.provider_message_id.as_str()),
-            InboundEvent::Message(m) => Some(m.provider_message_id.as_str()),
-            _ => None,
-        };
-        // Stored as processed, without the event: a receipt that finds no message is marked
-        // parked below (same transaction), which is the rare case, and only a parked event is
-        // ever read back. An applied one is kept (for `retention.webhook_events_days`) only to
-        // recognise the provider's retries. A receipt's provider-id lookup (with the
-        // message's current state) rides in the same round trip.
-        let mut script = Script::new();
-        script.add(
-            "INSERT INTO webhook_events (id, connection_id, kind, dedupe_key, event, provider_message_id, processed, received_at)
-             VALUES ($1, $2, $3, $4, $5, $6, 1, $7) ON CONFLICT (connection_id, dedupe_key) DO NOTHING",
-            vec![
-                (&event_id).into(),
-                (&job.connection_id).into(),
-                (&job.kind).into(),
-                stored_dedupe_key(ev).into(),
-                "".into(),
-                pid.into(),
-                now.into(),
-            ],
-        );
-        if let (InboundEvent::Status(_), Some(pid)) = (ev, pid) {
-            script.add(ref_sql(conn), vec![(&job.connection_id).into(), pid.into()]);
-        }
-        let mut results = script.run(&mut *conn).await?.into_iter();
-        let inserted = results.next().map_or(0, |o| o.rows_affected);
-        let by_ref = results.next().and_then(|mut o| o.rows.pop());
-        if inserted == 0 {
-            out.duplicates += 1;
-            continue;
-        }
-        out.stored += 1;
-        process_stored(conn, job, ev, &event_id, by_ref, now, &mut out).await?;
+        run_event(conn, job, ev, now, &mut out).await?;
     }
     Ok(out)
 }
 
-/// Applies an event stored as `event_id` (`by_ref`: a receipt's [`REF_SQL`] row, read
-/// with the insert); parks a receipt that finds no message.
+/// Stores and applies one event, unless it is a duplicate (see [`receipt_keys`]).
+pub(super) async fn run_event(
+    conn: &mut Db<'_>,
+    job: &WebhookJob,
+    ev: &InboundEvent,
+    now: i64,
+    out: &mut WebhookOutcome,
+) -> Result<(), sqlx::Error> {
+    let mut by_ref = None;
+    if let InboundEvent::Status(s) = ev {
+        let (row, seen) = read_ref_and_seen(conn, &job.connection_id, s).await?;
+        if seen {
+            out.duplicates += 1;
+            return Ok(());
+        }
+        if receipt_keys::keyed(s, row.as_ref())? {
+            out.stored += 1;
+            return process_stored(conn, job, ev, None, row, now, out).await;
+        }
+        by_ref = row;
+    }
+    // Stored as processed, without the event: an event that is not applied (a receipt
+    // that finds no message) is marked parked below (same transaction), which is the rare
+    // case, and only a parked event is ever read back. An applied one is kept (for
+    // `retention.webhook_events_days`) only to recognise the provider's retries.
+    let event_id = ids::new_id(ids::IdKind::Event);
+    let pid = match ev {
+        InboundEvent::Status(s) => Some(s.provider_message_id.as_str()),
+        InboundEvent::Message(m) => Some(m.provider_message_id.as_str()),
+        _ => None,
+    };
+    let inserted = query(
+        "INSERT INTO webhook_events (id, connection_id, kind, dedupe_key, event, provider_message_id, processed, received_at)
+         VALUES ($1, $2, $3, $4, '', $5, 1, $6) ON CONFLICT (connection_id, dedupe_key) DO NOTHING",
+    )
+    .bind(&event_id)
+    .bind(&job.connection_id)
+    .bind(&job.kind)
+    .bind(receipt_keys::stored_key(ev))
+    .bind(pid)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if inserted == 0 {
+        out.duplicates += 1;
+        return Ok(());
+    }
+    out.stored += 1;
+    process_stored(conn, job, ev, Some(&event_id), by_ref, now, out).await
+}
+
+/// A receipt's [`REF_SQL`] row (locking its message where writers run concurrently) and
+/// whether it was applied already ([`receipt_keys::SEEN_TEST`], read after the lock), in
+/// one round trip.
+async fn read_ref_and_seen(
+    conn: &mut Db<'_>,
+    connection_id: &str,
+    s: &StatusEvent,
+) -> Result<(Option<AnyRow>, bool), sqlx::Error> {
+    let (pid, key) = (s.provider_message_id.as_str(), s.dedupe_key.as_str());
+    let stored = receipt_keys::stored_status_key(s);
+    if !conn.concurrent() {
+        let row = query(&REF_SQL_SEEN)
+            .bind(connection_id)
+            .bind(pid)
+            .bind(key)
+            .bind(&stored)
+            .fetch_optional(&mut *conn)
+            .await?;
+        let seen = row
+            .as_ref()
+            .map(|r| r.try_get::<i64, _>("seen"))
+            .transpose()?;
+        return Ok((row, seen.is_some_and(|n| n != 0)));
+    }
+    let mut script = Script::new();
+    script.add(
+        REF_SQL_FOR_UPDATE.as_str(),
+        vec![connection_id.into(), pid.into()],
+    );
+    script.add(
+        receipt_keys::SEEN.as_str(),
+        vec![connection_id.into(), pid.into(), key.into(), stored.into()],
+    );
+    let mut results = script.run(&mut *conn).await?.into_iter();
+    let by_ref = results.next().and_then(|mut o| o.rows.pop());
+    let seen = results.next().is_some_and(|o| !o.rows.is_empty());
+    Ok((by_ref, seen))
+}
+
+/// Applies an event (`by_ref`: a receipt's [`REF_SQL`] row, read before); parks a
+/// receipt that finds no message, if it is stored in `webhook_events` as `event_id`.
 pub(super) async fn process_stored(
     conn: &mut Db<'_>,
     job: &WebhookJob,
     ev: &InboundEvent,
-    event_id: &str,
+    event_id: Option<&str>,
     by_ref: Option<AnyRow>,
     now: i64,
     out: &mut WebhookOutcome,
@@ -116,7 +172,7 @@ pub(super) async fn process_stored(
             true
         }
     };
-    if !processed {
+    if let (false, Some(event_id)) = (processed, event_id) {
         query("UPDATE webhook_events SET processed = 0, event = $1 WHERE id = $2")
             .bind(serde_json::to_string(ev).unwrap_or_default())
             .bind(event_id)
@@ -127,33 +183,26 @@ pub(super) async fn process_stored(
     Ok(())
 }
 
-/// The key a webhook event is de-duplicated on. A receipt that names weft's message (the
-/// ids adapters put in the callback URL) is keyed under that message: message ids grow with
-/// time, so the unique index gets its inserts near its right edge, on pages other recent
-/// receipts just wrote, instead of one random page per receipt (provider tokens and ids are
-/// random). Retries of one callback carry the same URL and token, so they still collide.
-pub(super) fn stored_dedupe_key(ev: &InboundEvent) -> String {
-    match ev {
-        InboundEvent::Status(s) => match &s.correlation.message_id {
-            Some(m) => format!("{m}/{}", s.dedupe_key),
-            None => s.dedupe_key.clone(),
-        },
-        other => other.dedupe_key().to_string(),
-    }
-}
-
 /// A provider id's ref (`$1` connection, `$2` provider id): message, attempt, part status,
 /// the attempt's number of parts, and the message's [`status::CURRENT_COLUMNS`].
-static REF_SQL: LazyLock<String> =
-    LazyLock::new(|| refs_where("r.connection_id = $1 AND r.provider_message_id = $2"));
+static REF_SQL: LazyLock<String> = LazyLock::new(|| refs_where(REF_CONDITION));
+
+/// [`REF_SQL`]'s ref: `$1` connection, `$2` provider id.
+const REF_CONDITION: &str = "r.connection_id = $1 AND r.provider_message_id = $2";
 
 /// [`REF_SQL`]'s columns (and the ref's own `connection_id`, `provider_message_id`) for the
 /// refs `condition` picks.
 pub(super) fn refs_where(condition: &str) -> String {
-    let current: Vec<String> = status::CURRENT_COLUMNS
+    refs_with(&[], condition)
+}
+
+/// [`refs_where`] with more columns.
+fn refs_with(extra: &[String], condition: &str) -> String {
+    let mut current: Vec<String> = status::CURRENT_COLUMNS
         .split(", ")
         .map(|c| format!("m.{c}"))
         .collect();
+    current.extend_from_slice(extra);
     format!(
         "SELECT r.message_id, r.attempt_id, r.status AS part_status, r.connection_id AS ref_connection, r.provider_message_id AS ref_pid,
             (SELECT COUNT(*) FROM provider_refs p WHERE p.message_id = r.message_id AND p.attempt_id = r.attempt_id) AS parts,
@@ -164,36 +213,32 @@ pub(super) fn refs_where(condition: &str) -> String {
     )
 }
 
+/// [`REF_SQL`] with [`receipt_keys::SEEN_TEST`] (`$3` key, `$4` stored key) as the column
+/// `seen` (SQLite, where the read that finds the message is current without a lock).
+pub(super) static REF_SQL_SEEN: LazyLock<String> = LazyLock::new(|| {
+    refs_with(
+        &[format!("{} AS seen", receipt_keys::SEEN_TEST)],
+        REF_CONDITION,
+    )
+});
+
 /// [`REF_SQL`] locking the message row (PostgreSQL; see [`status::current_sql`]).
 static REF_SQL_FOR_UPDATE: LazyLock<String> =
     LazyLock::new(|| format!("{} FOR UPDATE OF m", REF_SQL.as_str()));
 
-fn ref_sql(conn: &Db<'_>) -> &'static str {
-    conn.deciding_read(&REF_SQL, &REF_SQL_FOR_UPDATE)
-}
-
-/// Applies one receipt. `None`: no message known yet (park it).
-async fn apply_status(
+/// Applies one receipt (nothing if its message's history has it: a retry of it found
+/// the send's answer first). `None`: no message known yet (park it).
+pub(super) async fn apply_status(
     conn: &mut Db<'_>,
     connection_id: &str,
     s: &StatusEvent,
     now: i64,
 ) -> Result<Option<Vec<StatusChange>>, sqlx::Error> {
-    let by_ref = read_ref(conn, connection_id, &s.provider_message_id).await?;
+    let (by_ref, seen) = read_ref_and_seen(conn, connection_id, s).await?;
+    if seen {
+        return Ok(Some(Vec::new()));
+    }
     apply_status_with(conn, connection_id, s, now, by_ref).await
-}
-
-/// A provider id's [`REF_SQL`] row (locking its message where writers run concurrently).
-pub(super) async fn read_ref(
-    conn: &mut Db<'_>,
-    connection_id: &str,
-    provider_message_id: &str,
-) -> Result<Option<AnyRow>, sqlx::Error> {
-    query(ref_sql(conn))
-        .bind(connection_id)
-        .bind(provider_message_id)
-        .fetch_optional(&mut *conn)
-        .await
 }
 
 /// [`apply_status`] with the [`REF_SQL`] row already read.
@@ -237,6 +282,8 @@ async fn apply_status_with(
             (mid.clone(), None)
         }
     };
+    // The one history row of a single message's receipt keeps its key (`receipt_keys`).
+    let single = part_status.is_none();
     let Some(incoming) = s.status else {
         // Informational (no effect on delivery): history only.
         query(
@@ -326,6 +373,7 @@ async fn apply_status_with(
         provider_message_id: Some(&s.provider_message_id),
         error,
         at: s.occurred_at_ms.unwrap_or(now),
+        dedupe_key: (single && !effective.is_failure()).then_some(s.dedupe_key.as_str()),
     };
     // The message row read with the ref is still current: nothing above changed it, and
     // where writers run concurrently the read locked it.
@@ -417,54 +465,9 @@ async fn reconcile(
     Ok(())
 }
 
-/// Receipts parked for one provider id (`$1` connection, `$2` provider id), oldest first.
-pub const PARKED_SQL: &str = "SELECT id, event FROM webhook_events WHERE connection_id = $1 AND provider_message_id = $2 AND processed = 0 ORDER BY received_at";
-
-/// Applies receipts that arrived before their provider ids were stored (read with
-/// [`PARKED_SQL`] when the send's result was recorded).
-pub async fn apply_parked(
-    conn: &mut Db<'_>,
-    connection_id: &str,
-    rows: Vec<sqlx::any::AnyRow>,
-) -> Result<Vec<StatusChange>, sqlx::Error> {
-    let mut changes = Vec::new();
-    for r in rows {
-        let id: String = r.try_get("id")?;
-        let event: String = r.try_get("event")?;
-        if let Ok(InboundEvent::Status(s)) = serde_json::from_str::<InboundEvent>(&event) {
-            if let Some(mut c) = apply_status(conn, connection_id, &s, now_ms()).await? {
-                changes.append(&mut c);
-                query("UPDATE webhook_events SET processed = 1 WHERE id = $1")
-                    .bind(&id)
-                    .execute(&mut *conn)
-                    .await?;
-            }
-        }
-    }
-    Ok(changes)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use weft_provider::Correlation;
-
-    fn receipt(message_id: Option<&str>, token: &str) -> InboundEvent {
-        InboundEvent::Status(StatusEvent {
-            provider_message_id: "SM1".into(),
-            correlation: Correlation {
-                message_id: message_id.map(String::from),
-                attempt_id: None,
-            },
-            status: Some(DeliveryStatus::Delivered),
-            raw_status: "delivered".into(),
-            error_code: None,
-            error_detail: None,
-            occurred_at_ms: None,
-            dedupe_key: token.into(),
-            opted_out: false,
-        })
-    }
 
     /// Two receipts of one message applied at once by two PostgreSQL writers: `delivered`
     /// first (not yet committed) and `sent` behind it. The `sent` transaction must decide
@@ -528,79 +531,5 @@ mod tests {
         .expect("history of the late receipt");
         assert_eq!(late.0, 0, "kept in history, not applied");
         db.drop_db().await;
-    }
-
-    /// A receipt for a provider id weft has not recorded yet, without weft's ids: parked with
-    /// its event (applied events are stored without it), then applied when the send's answer
-    /// names that id. A retry of it meanwhile is a duplicate.
-    #[tokio::test]
-    async fn a_parked_receipt_keeps_its_event_until_it_is_applied() {
-        let mut conn = crate::store::migrated_in_memory();
-        conn.execute_batch(
-            "INSERT INTO tenants (id, name, created_at) VALUES ('t', 't', 0);
-             INSERT INTO messages (id, tenant_id, conversation_id, direction, channel, to_addr, status, created_at, updated_at)
-               VALUES ('msg_1', 't', 'cnv_1', 'outbound', 'sms', '+12025550100', 'queued', 0, 0);",
-        )
-        .expect("setup");
-        let cfg = crate::config::Config::from_toml("").expect("default config");
-        let job = WebhookJob {
-            connection_id: "c".into(),
-            kind: "status".into(),
-            tenant: "t".into(),
-            events: vec![receipt(None, "SM1:delivered")],
-            email: std::sync::Arc::new(crate::threading::EmailThreading {
-                domain: "example.com".into(),
-                inbound_domain: "example.com".into(),
-                secret: vec![1; 32],
-            }),
-            consent: crate::policy::consent::ConsentPolicy::new(cfg.consent),
-        };
-        let out = run(&mut Db::Lite(&mut conn), &job).await.expect("run");
-        assert_eq!((out.stored, out.parked), (1, 1));
-        let again = run(&mut Db::Lite(&mut conn), &job).await.expect("retry");
-        assert_eq!((again.stored, again.duplicates), (0, 1));
-        let event: String = conn
-            .query_row(
-                "SELECT event FROM webhook_events WHERE processed = 0",
-                [],
-                |r| r.get(0),
-            )
-            .expect("the parked event");
-        assert!(event.contains("SM1"), "{event}");
-
-        conn.execute_batch(
-            "INSERT INTO provider_refs (connection_id, provider_message_id, message_id, attempt_id, part, status)
-               VALUES ('c', 'SM1', 'msg_1', 'att_1', 0, 'queued');",
-        )
-        .expect("the send's answer");
-        let mut db = Db::Lite(&mut conn);
-        let rows = query(PARKED_SQL)
-            .bind("c")
-            .bind("SM1")
-            .fetch_all(&mut db)
-            .await
-            .expect("parked rows");
-        assert_eq!(rows.len(), 1);
-        let changes = apply_parked(&mut db, "c", rows).await.expect("apply");
-        assert!(changes.iter().any(|c| c.moved), "delivered is applied");
-        let (status, parked): (String, i64) = conn
-            .query_row(
-                "SELECT status, (SELECT COUNT(*) FROM webhook_events WHERE processed = 0) FROM messages WHERE id = 'msg_1'",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .expect("state");
-        assert_eq!((status.as_str(), parked), ("delivered", 0));
-    }
-
-    #[test]
-    fn receipts_are_deduplicated_under_their_message() {
-        let a = stored_dedupe_key(&receipt(Some("msg_01A"), "tok-1"));
-        assert_eq!(a, "msg_01A/tok-1");
-        // A retry (same URL, same token) collides; another message's receipt does not.
-        assert_eq!(a, stored_dedupe_key(&receipt(Some("msg_01A"), "tok-1")));
-        assert_ne!(a, stored_dedupe_key(&receipt(Some("msg_01B"), "tok-1")));
-        // Without weft's id the provider's key is used as it is.
-        assert_eq!(stored_dedupe_key(&receipt(None, "SM1:sent")), "SM1:sent");
     }
 }

@@ -1,0 +1,15 @@
+-- A provider's retried receipt is recognised on the message's own history, not on a
+-- `webhook_events` row of its own.
+--
+-- Before this, every receipt stored a row in `webhook_events` (one heap row, two index
+-- entries) only so that a retry of the same callback would collide on
+-- `(connection_id, dedupe_key)`: two rows and four index entries per message for the usual
+-- `sent` + `delivered`. A receipt that finds its message and writes one history row for it
+-- (a status that is not a failure, a message sent in one part) now writes its key on that
+-- row. The message's row lock (held by whoever applies a receipt to it) orders two copies
+-- of one callback, and the key is read after that lock is taken, so the later copy sees
+-- the earlier one's row. Everything else (receipts that find no message and are parked,
+-- failures, informational events, parts of long messages, inbound messages) is still
+-- stored in `webhook_events` as before. No index: the history of one message is read
+-- through the primary key `(message_id, id)` and is a handful of rows.
+ALTER TABLE status_history ADD COLUMN dedupe_key TEXT;
