@@ -149,4 +149,52 @@ pub(super) mod tests {
         s.status = None;
         assert!(!keyed(&s, Some(&one)).expect("informational"));
     }
+
+    /// A receipt applied before migration 0013 (in `webhook_events`, its history row without
+    /// a key) still drops the provider's retry of it; a new receipt is keyed in history.
+    #[tokio::test]
+    async fn a_receipt_applied_before_the_upgrade_still_drops_its_retry() {
+        use super::super::db::Db;
+        use super::super::webhooks::run;
+        use super::super::writer::Job;
+        let mut conn = crate::store::migrated_in_memory();
+        conn.execute_batch(LEGACY).expect("setup");
+        let job = |status, key| match super::super::receipts::tests::job(
+            "SM1",
+            Some("msg_1"),
+            status,
+            key,
+        ) {
+            Job::Webhook(j) => j,
+            _ => unreachable!("a webhook job"),
+        };
+        let retry = job(DeliveryStatus::Delivered, "tok-1");
+        let out = run(&mut Db::Lite(&mut conn), &retry).await.expect("retry");
+        assert_eq!((out.stored, out.duplicates), (0, 1));
+        let late = job(DeliveryStatus::Sent, "tok-2");
+        let out = run(&mut Db::Lite(&mut conn), &late).await.expect("late");
+        assert_eq!((out.stored, out.duplicates), (1, 0));
+        let rows: (i64, i64) = conn
+            .query_row(
+                "SELECT (SELECT COUNT(*) FROM status_history),
+                        (SELECT COUNT(*) FROM status_history WHERE dedupe_key = 'tok-2')",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .expect("history");
+        assert_eq!(rows, (2, 1));
+        let again = run(&mut Db::Lite(&mut conn), &late).await.expect("again");
+        assert_eq!((again.stored, again.duplicates), (0, 1));
+    }
+
+    /// A delivered message whose `delivered` receipt was applied before migration 0013.
+    pub(in crate::store) const LEGACY: &str = "INSERT INTO tenants (id, name, created_at) VALUES ('t', 't', 0);
+        INSERT INTO messages (id, tenant_id, conversation_id, direction, channel, to_addr, status, created_at, updated_at)
+          VALUES ('msg_1', 't', 'cnv_1', 'outbound', 'sms', '+12025550100', 'delivered', 0, 0);
+        INSERT INTO provider_refs (connection_id, provider_message_id, message_id, attempt_id, part, status)
+          VALUES ('c', 'SM1', 'msg_1', 'att_1', 0, 'queued');
+        INSERT INTO webhook_events (id, connection_id, kind, dedupe_key, event, provider_message_id, processed, received_at)
+          VALUES ('evt_1', 'c', 'status', 'msg_1/tok-1', '', 'SM1', 1, 0);
+        INSERT INTO status_history (message_id, status, raw_status, applied, connection_id, provider_message_id, occurred_at)
+          VALUES ('msg_1', 'delivered', 'delivered', 1, 'c', 'SM1', 0);";
 }

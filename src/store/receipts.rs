@@ -436,4 +436,32 @@ pub(super) mod tests {
         assert_eq!(rows, (4, 2), "nothing written twice");
         db.drop_db().await;
     }
+
+    /// The grouped path also drops the retry of a receipt applied before migration 0013.
+    #[tokio::test]
+    async fn a_receipt_applied_before_the_upgrade_is_a_duplicate_in_a_group() {
+        let db = crate::store::pg::TestDb::new().await;
+        sqlx::raw_sql(crate::store::receipt_keys::tests::LEGACY)
+            .execute(&db.pool)
+            .await
+            .expect("setup");
+        let jobs = [
+            job("SM1", Some("msg_1"), DeliveryStatus::Delivered, "tok-1"),
+            job("SM1", Some("msg_1"), DeliveryStatus::Sent, "tok-2"),
+        ];
+        let mut conn = db.writer().await;
+        let mut pg = Db::Pg(&mut conn);
+        pg.simple("BEGIN").await.expect("begin");
+        let refs: Vec<&Job> = jobs.iter().collect();
+        let out = run_plain(&mut pg, &refs).await.expect("group");
+        pg.simple("COMMIT").await.expect("commit");
+        let counts: Vec<(usize, usize)> = out.iter().map(|o| (o.stored, o.duplicates)).collect();
+        assert_eq!(counts, [(0, 1), (1, 0)]);
+        let history: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM status_history")
+            .fetch_one(&db.pool)
+            .await
+            .expect("history");
+        assert_eq!(history.0, 2);
+        db.drop_db().await;
+    }
 }
