@@ -300,6 +300,15 @@ pub(super) mod tests {
         }))
     }
 
+    /// [`run_plain`] over `jobs` in a transaction of its own.
+    async fn committed(pg: &mut Db<'_>, jobs: &[Job]) -> Vec<WebhookOutcome> {
+        pg.simple("BEGIN").await.expect("begin");
+        let refs: Vec<&Job> = jobs.iter().collect();
+        let out = run_plain(pg, &refs).await.expect("group");
+        pg.simple("COMMIT").await.expect("commit");
+        out
+    }
+
     /// A failure (fallback, opt-out) goes one by one, and so does every other receipt of its
     /// message in the batch; other messages' plain receipts stay grouped.
     #[test]
@@ -339,10 +348,7 @@ pub(super) mod tests {
         assert!(grouped(jobs.iter()).iter().all(|g| *g));
         let mut conn = db.writer().await;
         let mut pg = Db::Pg(&mut conn);
-        pg.simple("BEGIN").await.expect("begin");
-        let refs: Vec<&Job> = jobs.iter().collect();
-        let out = run_plain(&mut pg, &refs).await.expect("group");
-        pg.simple("COMMIT").await.expect("commit");
+        let out = committed(&mut pg, &jobs).await;
 
         let counts: Vec<(usize, usize, usize)> = out
             .iter()
@@ -416,9 +422,7 @@ pub(super) mod tests {
         );
 
         // The provider retries every one of them, in another batch: all duplicates.
-        pg.simple("BEGIN").await.expect("begin");
-        let again = run_plain(&mut pg, &refs).await.expect("again");
-        pg.simple("COMMIT").await.expect("commit");
+        let again = committed(&mut pg, &jobs).await;
         assert!(
             again.iter().all(|o| (o.stored, o.duplicates) == (0, 1)),
             "{:?}",
@@ -451,10 +455,7 @@ pub(super) mod tests {
         ];
         let mut conn = db.writer().await;
         let mut pg = Db::Pg(&mut conn);
-        pg.simple("BEGIN").await.expect("begin");
-        let refs: Vec<&Job> = jobs.iter().collect();
-        let out = run_plain(&mut pg, &refs).await.expect("group");
-        pg.simple("COMMIT").await.expect("commit");
+        let out = committed(&mut pg, &jobs).await;
         let counts: Vec<(usize, usize)> = out.iter().map(|o| (o.stored, o.duplicates)).collect();
         assert_eq!(counts, [(0, 1), (1, 0)]);
         let history: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM status_history")
