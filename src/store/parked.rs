@@ -38,9 +38,10 @@ pub(super) async fn apply_parked(
 
 #[cfg(test)]
 mod tests {
-    use super::super::receipt_keys::tests::receipt;
-    use super::super::webhooks::{run, WebhookJob};
+    use super::super::receipts::tests::webhook_job;
+    use super::super::webhooks::run;
     use super::*;
+    use weft_provider::DeliveryStatus;
 
     /// A receipt for a provider id weft has not recorded yet, without weft's ids: parked with
     /// its event (applied events are stored without it), then applied when the send's answer
@@ -54,19 +55,7 @@ mod tests {
                VALUES ('msg_1', 't', 'cnv_1', 'outbound', 'sms', '+12025550100', 'queued', 0, 0);",
         )
         .expect("setup");
-        let cfg = crate::config::Config::from_toml("").expect("default config");
-        let job = WebhookJob {
-            connection_id: "c".into(),
-            kind: "status".into(),
-            tenant: "t".into(),
-            events: vec![receipt(None, "SM1:delivered")],
-            email: std::sync::Arc::new(crate::threading::EmailThreading {
-                domain: "example.com".into(),
-                inbound_domain: "example.com".into(),
-                secret: vec![1; 32],
-            }),
-            consent: crate::policy::consent::ConsentPolicy::new(cfg.consent),
-        };
+        let job = webhook_job("SM1", None, DeliveryStatus::Delivered, "SM1:delivered");
         let out = run(&mut Db::Lite(&mut conn), &job).await.expect("run");
         assert_eq!((out.stored, out.parked), (1, 1));
         let again = run(&mut Db::Lite(&mut conn), &job).await.expect("retry");

@@ -90,23 +90,17 @@ pub(super) fn stored_status_key(s: &StatusEvent) -> String {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
-    use weft_provider::{Correlation, DeliveryStatus};
+    use weft_provider::DeliveryStatus;
 
-    pub(in crate::store) fn receipt(message_id: Option<&str>, token: &str) -> InboundEvent {
-        InboundEvent::Status(StatusEvent {
-            provider_message_id: "SM1".into(),
-            correlation: Correlation {
-                message_id: message_id.map(String::from),
-                attempt_id: None,
-            },
-            status: Some(DeliveryStatus::Delivered),
-            raw_status: "delivered".into(),
-            error_code: None,
-            error_detail: None,
-            occurred_at_ms: None,
-            dedupe_key: token.into(),
-            opted_out: false,
-        })
+    /// A `delivered` receipt for provider id `SM1`, keyed `token`.
+    fn receipt(message_id: Option<&str>, token: &str) -> InboundEvent {
+        let mut job = super::super::receipts::tests::webhook_job(
+            "SM1",
+            message_id,
+            DeliveryStatus::Delivered,
+            token,
+        );
+        job.events.remove(0)
     }
 
     #[test]
@@ -122,22 +116,21 @@ pub(super) mod tests {
 
     /// Only a receipt that finds its message, is not a failure and is not a part of a long
     /// message keeps its key in the history.
-    #[test]
-    fn only_plain_found_receipts_are_keyed_in_history() {
+    #[tokio::test]
+    async fn only_plain_found_receipts_are_keyed_in_history() {
         let mut conn = crate::store::migrated_in_memory();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .expect("runtime");
-        let mut parts = |n: i64| -> AnyRow {
-            let mut db = super::super::db::Db::Lite(&mut conn);
-            rt.block_on(
-                super::super::db::query("SELECT $1 AS parts")
-                    .bind(n)
-                    .fetch_one(&mut db),
-            )
-            .expect("row")
-        };
-        let (one, two) = (parts(1), parts(2));
+        let mut db = super::super::db::Db::Lite(&mut conn);
+        // A ref row as the message's lookup reads it, with `n` parts.
+        let sql = "SELECT $1 AS parts";
+        let one = super::super::db::query(sql)
+            .bind(1_i64)
+            .fetch_one(&mut db)
+            .await;
+        let two = super::super::db::query(sql)
+            .bind(2_i64)
+            .fetch_one(&mut db)
+            .await;
+        let (one, two) = (one.expect("row"), two.expect("row"));
         let InboundEvent::Status(mut s) = receipt(None, "k") else {
             unreachable!("a receipt")
         };
@@ -156,17 +149,10 @@ pub(super) mod tests {
     async fn a_receipt_applied_before_the_upgrade_still_drops_its_retry() {
         use super::super::db::Db;
         use super::super::webhooks::run;
-        use super::super::writer::Job;
         let mut conn = crate::store::migrated_in_memory();
         conn.execute_batch(LEGACY).expect("setup");
-        let job = |status, key| match super::super::receipts::tests::job(
-            "SM1",
-            Some("msg_1"),
-            status,
-            key,
-        ) {
-            Job::Webhook(j) => j,
-            _ => unreachable!("a webhook job"),
+        let job = |status, key| {
+            super::super::receipts::tests::webhook_job("SM1", Some("msg_1"), status, key)
         };
         let retry = job(DeliveryStatus::Delivered, "tok-1");
         let out = run(&mut Db::Lite(&mut conn), &retry).await.expect("retry");

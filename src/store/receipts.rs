@@ -272,8 +272,18 @@ pub(super) mod tests {
         status: DeliveryStatus,
         key: &str,
     ) -> Job {
+        Job::Webhook(Box::new(webhook_job(pid, message, status, key)))
+    }
+
+    /// One receipt for provider id `pid` on connection `c` (tenant `t`), keyed `key`.
+    pub(in crate::store) fn webhook_job(
+        pid: &str,
+        message: Option<&str>,
+        status: DeliveryStatus,
+        key: &str,
+    ) -> WebhookJob {
         let cfg = crate::config::Config::from_toml("").expect("default config");
-        Job::Webhook(Box::new(WebhookJob {
+        WebhookJob {
             connection_id: "c".into(),
             kind: "status".into(),
             tenant: "t".into(),
@@ -297,7 +307,7 @@ pub(super) mod tests {
                 secret: vec![1; 32],
             }),
             consent: crate::policy::consent::ConsentPolicy::new(cfg.consent),
-        }))
+        }
     }
 
     /// [`run_plain`] over `jobs` in a transaction of its own.
