@@ -9,6 +9,7 @@
 # Knobs (environment):
 #   DBS="sqlite postgres"  PROVIDERS="sandbox twilio"  MODES="e2e accept" (also: inbound)
 #   INBOUND_SENDERS=1000  INBOUND_WITH_SENDS= (send-worker concurrency during `inbound`; empty: none)
+#   RECIPIENTS= (e2e/accept: send to this many numbers in turn; empty: a new number per message)
 #   CONCURRENCY=64  DURATION=20s  WARMUP=2s  BASELINE_DURATION=10s  COUNT=50000  TIMEOUT=300s
 #   POLL_INTERVAL=250ms (e2e: how often weft's /metrics is read; the delivered/s figure's
 #   resolution is this interval over the run's length)
@@ -44,6 +45,7 @@ PG_ADMIN_DB=${PG_ADMIN_DB:-test}
 STEP_TIMEOUT=${STEP_TIMEOUT:-900}
 INBOUND_SENDERS=${INBOUND_SENDERS:-1000}
 INBOUND_WITH_SENDS=${INBOUND_WITH_SENDS:-}
+RECIPIENTS=${RECIPIENTS:-}
 SKIP_BUILD=${SKIP_BUILD:-0}
 KEEP=${KEEP:-0}
 LOG_LEVEL=${LOG_LEVEL:-warn}
@@ -190,6 +192,8 @@ EOF
 
   local db_args=() lsn=""
   [[ $db == postgres ]] && db_args=(--db-comm postgres)
+  local to_args=()
+  [[ -n $RECIPIENTS ]] && to_args=(--recipients "$RECIPIENTS")
   for mode in $MODES; do
     [[ $db == postgres ]] && lsn=$(psql_admin "select pg_current_wal_lsn()" 2>/dev/null || true)
     case $mode in
@@ -198,6 +202,7 @@ EOF
         WEFT_API_KEY=$key bounded "$LOAD" e2e --url "http://127.0.0.1:$PORT" \
           --count "$COUNT" --concurrency "$CONCURRENCY" --timeout "$TIMEOUT" --poll-interval "$POLL_INTERVAL" \
           --pid "$weft_pid" --label "$label" "${sim_args[@]+"${sim_args[@]}"}" "${db_args[@]+"${db_args[@]}"}" \
+          "${to_args[@]+"${to_args[@]}"}" \
           >>"$RESULTS" 2>"$OUT/$db-$provider.e2e.err" || log "[$label] e2e exited non-zero"
         cat "$OUT/$db-$provider.e2e.err" >&2
         ;;
@@ -205,7 +210,7 @@ EOF
         log "[$label] accept: $WARMUP + $DURATION at concurrency $CONCURRENCY"
         WEFT_API_KEY=$key bounded "$LOAD" accept --url "http://127.0.0.1:$PORT" \
           --concurrency "$CONCURRENCY" --duration "$DURATION" --warmup "$WARMUP" \
-          --pid "$weft_pid" --label "$label" "${db_args[@]+"${db_args[@]}"}" \
+          --pid "$weft_pid" --label "$label" "${db_args[@]+"${db_args[@]}"}" "${to_args[@]+"${to_args[@]}"}" \
           >>"$RESULTS" 2>"$OUT/$db-$provider.accept.err" || log "[$label] accept exited non-zero"
         cat "$OUT/$db-$provider.accept.err" >&2
         ;;
@@ -263,7 +268,7 @@ cat <<EOF
 
 - Machine: $(nproc) CPUs ($cpu_model), $mem_total RAM, $(uname -sr); PostgreSQL $pg_version (synchronous_commit=$pg_sync)
 - Load average when the report was written: $(cut -d' ' -f1-3 /proc/loadavg)
-- Command: \`DBS="$DBS" PROVIDERS="$PROVIDERS" MODES="$MODES" CONCURRENCY=$CONCURRENCY DURATION=$DURATION WARMUP=$WARMUP COUNT=$COUNT TIMEOUT=$TIMEOUT load-tests/run.sh\`
+- Command: \`DBS="$DBS" PROVIDERS="$PROVIDERS" MODES="$MODES" CONCURRENCY=$CONCURRENCY DURATION=$DURATION WARMUP=$WARMUP COUNT=$COUNT TIMEOUT=$TIMEOUT${RECIPIENTS:+ RECIPIENTS=$RECIPIENTS} load-tests/run.sh\`
 - weft log level: $LOG_LEVEL; twilio-sim: no injected latency or faults, callbacks without delay; Twilio rate limit $RATE_LIMIT/s
 
 $("$LOAD" report "$RESULTS")

@@ -54,6 +54,11 @@ pub struct LoadArgs {
     /// all. The default is a valid US range (+1555… is not a valid number for libphonenumber).
     #[arg(long, default_value = "+12025", value_parser = parse_to_prefix)]
     pub to_prefix: String,
+    /// Send to this many distinct numbers in turn (request n goes to number n mod K), as
+    /// traffic to known customers does. Default: a new number for every request, so that
+    /// every message also creates its contact, identity and conversation (the costliest case).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub recipients: Option<u64>,
     /// The `channel` field of every message.
     #[arg(long, default_value = "sms", value_parser = parse_channel)]
     pub channel: String,

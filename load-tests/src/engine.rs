@@ -49,6 +49,8 @@ pub struct Plan {
     pub stop: Stop,
     pub request_timeout: Duration,
     pub to_prefix: String,
+    /// Distinct destinations, used in turn (`None`: a new one per request).
+    pub recipients: Option<u64>,
     pub channel: String,
     /// Status that counts as success.
     pub expect: StatusCode,
@@ -302,7 +304,8 @@ async fn worker(s: Arc<Shared>) -> Tally {
         let body = match &s.plan.payload {
             Payload::Send => {
                 builder = builder.header(header::CONTENT_TYPE, "application/json");
-                message_body(&s.plan.to_prefix, &s.plan.channel, n)
+                let to = s.plan.recipients.map_or(n, |k| n % k);
+                message_body(&s.plan.to_prefix, &s.plan.channel, to)
             }
             Payload::TwilioInbound(spec) => {
                 let signed = spec.request(n);

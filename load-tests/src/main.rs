@@ -72,6 +72,7 @@ fn plan(load: &LoadArgs, target: Target, api_key: Option<String>, stop: Stop) ->
         stop,
         request_timeout: load.request_timeout,
         to_prefix: load.to_prefix.clone(),
+        recipients: load.recipients,
         channel: load.channel.clone(),
         expect: StatusCode::ACCEPTED,
         collect_ids: false,
@@ -91,6 +92,7 @@ fn header(
     m.insert("label".into(), json!(load.label));
     m.insert("url".into(), json!(url));
     m.insert("concurrency".into(), json!(load.concurrency));
+    m.insert("recipients".into(), json!(load.recipients));
     m.insert("threads".into(), json!(threads));
     m.insert("cpus".into(), json!(cpus()));
     m.insert("unix_time".into(), json!(report::unix_time()));
