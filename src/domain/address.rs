@@ -1,6 +1,8 @@
 //! Destination addresses: which channel a `to` means, its provider-neutral form, and the
 //! normalized identity (`tel:+E164`, `mailto:`, `telegram:`) threading keys on.
 
+use hashlink::LruCache;
+use std::sync::{LazyLock, Mutex, PoisonError};
 use weft_provider::Channel;
 
 /// A validated destination.
@@ -105,11 +107,43 @@ pub fn e164(number: &str) -> Result<String, AddressError> {
     if !number.starts_with('+') || number.len() > 20 {
         return Err(err());
     }
-    let parsed = phonenumber::parse(None, number).map_err(|_| err())?;
-    if !phonenumber::is_valid(&parsed) {
-        return Err(err());
+    if let Some(known) = VERDICTS.get(number) {
+        return known.ok_or_else(err);
     }
-    Ok(parsed.format().mode(phonenumber::Mode::E164).to_string())
+    let verdict = phonenumber::parse(None, number)
+        .ok()
+        .filter(phonenumber::is_valid)
+        .map(|p| p.format().mode(phonenumber::Mode::E164).to_string());
+    VERDICTS.put(number, verdict.as_deref());
+    verdict.ok_or_else(err)
+}
+
+/// The verdicts on the last [`VERDICTS_KEPT`] numbers checked. `phonenumber` spends ~100 k
+/// instructions on one number (~10 % of weft's work for a message, most of it finding the
+/// same compiled patterns again); the metadata it checks against is fixed for the life of
+/// the process, so a verdict never goes stale. A2P traffic goes back to the same customers:
+/// a number's next message then costs one lookup. Bounded, so a flood of distinct numbers
+/// only turns the cache over.
+static VERDICTS: Verdicts = Verdicts(LazyLock::new(|| Mutex::new(LruCache::new(VERDICTS_KEPT))));
+
+const VERDICTS_KEPT: usize = 16_384;
+
+/// Number as given → its E.164 form, or `None` for an invalid number.
+type VerdictCache = LruCache<Box<str>, Option<Box<str>>>;
+
+struct Verdicts(LazyLock<Mutex<VerdictCache>>);
+
+impl Verdicts {
+    /// `Some(Some(e164))` for a valid number seen before, `Some(None)` for an invalid one.
+    fn get(&self, number: &str) -> Option<Option<String>> {
+        let mut cache = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        cache.get(number).map(|v| v.as_deref().map(String::from))
+    }
+
+    fn put(&self, number: &str, e164: Option<&str>) {
+        let mut cache = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        cache.insert(number.into(), e164.map(Into::into));
+    }
 }
 
 /// Loads the phone number metadata (~0.6 G instructions), which the library otherwise does
@@ -173,6 +207,26 @@ mod tests {
         let w =
             parse(Channel::Whatsapp, "whatsapp:+4915112345678").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(w.identity, "tel:+4915112345678");
+    }
+
+    /// A second look at a number answers from the cache, the same as the first.
+    #[test]
+    fn verdicts_are_remembered_as_given() {
+        for (number, want) in [
+            ("+44 20 7946 0958", Some("+442079460958")),
+            ("+1202", None),
+            ("+999123456789", None),
+        ] {
+            let first = e164(number).ok();
+            assert_eq!(first.as_deref(), want, "{number}");
+            assert_eq!(VERDICTS.get(number), Some(want.map(String::from)));
+            assert_eq!(e164(number).ok(), first, "{number}");
+        }
+        assert_eq!(
+            e164("+1202"),
+            Err(AddressError::Phone("+1202".into())),
+            "a remembered refusal names the number"
+        );
     }
 
     #[test]
