@@ -103,46 +103,82 @@ pub fn is_e164_shape(s: &str) -> bool {
 
 /// Normalizes a phone number to E.164, refusing anything `phonenumber` deems invalid.
 pub fn e164(number: &str) -> Result<String, AddressError> {
-    let err = || AddressError::Phone(number.to_string());
     if !number.starts_with('+') || number.len() > 20 {
-        return Err(err());
+        return Err(AddressError::Phone(number.to_string()));
     }
-    if let Some(known) = VERDICTS.get(number) {
-        return known.ok_or_else(err);
+    VERDICTS
+        .of(number)
+        .e164
+        .map(String::from)
+        .ok_or_else(|| AddressError::Phone(number.to_string()))
+}
+
+/// The ISO 3166 country (`DE`) `phonenumber` places a `+` number in, valid or not.
+pub fn country(number: &str) -> Option<String> {
+    if !number.starts_with('+') || number.len() > 20 {
+        return None;
     }
-    let verdict = phonenumber::parse(None, number)
-        .ok()
-        .filter(phonenumber::is_valid)
-        .map(|p| p.format().mode(phonenumber::Mode::E164).to_string());
-    VERDICTS.put(number, verdict.as_deref());
-    verdict.ok_or_else(err)
+    VERDICTS.of(number).country.map(String::from)
+}
+
+/// What `phonenumber` says of one number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Verdict {
+    /// The E.164 form of a valid number.
+    e164: Option<Box<str>>,
+    /// Its country, also for a number that parses but is not valid.
+    country: Option<Box<str>>,
+}
+
+impl Verdict {
+    fn of(number: &str) -> Verdict {
+        let Ok(parsed) = phonenumber::parse(None, number) else {
+            return Verdict {
+                e164: None,
+                country: None,
+            };
+        };
+        Verdict {
+            e164: phonenumber::is_valid(&parsed).then(|| {
+                parsed
+                    .format()
+                    .mode(phonenumber::Mode::E164)
+                    .to_string()
+                    .into()
+            }),
+            country: parsed.country().id().map(|id| format!("{id:?}").into()),
+        }
+    }
 }
 
 /// The verdicts on the last [`VERDICTS_KEPT`] numbers checked. `phonenumber` spends ~100 k
 /// instructions on one number (~10 % of weft's work for a message, most of it finding the
-/// same compiled patterns again); the metadata it checks against is fixed for the life of
-/// the process, so a verdict never goes stale. A2P traffic goes back to the same customers:
-/// a number's next message then costs one lookup. Bounded, so a flood of distinct numbers
-/// only turns the cache over.
+/// same compiled patterns again), and a route with a `country` rule asked it again on
+/// every send; the metadata it checks against is fixed for the life of the process, so a
+/// verdict never goes stale. A2P traffic goes back to the same customers: a number's next
+/// message then costs one lookup. Bounded, so a flood of distinct numbers only turns the
+/// cache over.
 static VERDICTS: Verdicts = Verdicts(LazyLock::new(|| Mutex::new(LruCache::new(VERDICTS_KEPT))));
 
 const VERDICTS_KEPT: usize = 16_384;
 
-/// Number as given → its E.164 form, or `None` for an invalid number.
-type VerdictCache = LruCache<Box<str>, Option<Box<str>>>;
-
-struct Verdicts(LazyLock<Mutex<VerdictCache>>);
+/// Number as given → its verdict.
+struct Verdicts(LazyLock<Mutex<LruCache<Box<str>, Verdict>>>);
 
 impl Verdicts {
-    /// `Some(Some(e164))` for a valid number seen before, `Some(None)` for an invalid one.
-    fn get(&self, number: &str) -> Option<Option<String>> {
-        let mut cache = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        cache.get(number).map(|v| v.as_deref().map(String::from))
+    /// The remembered verdict on `number`, else `phonenumber`'s (then remembered). The lock
+    /// is not held while `phonenumber` works: two threads may both check a new number.
+    fn of(&self, number: &str) -> Verdict {
+        if let Some(known) = self.lock().get(number) {
+            return known.clone();
+        }
+        let verdict = Verdict::of(number);
+        self.lock().insert(number.into(), verdict.clone());
+        verdict
     }
 
-    fn put(&self, number: &str, e164: Option<&str>) {
-        let mut cache = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        cache.insert(number.into(), e164.map(Into::into));
+    fn lock(&self) -> std::sync::MutexGuard<'_, LruCache<Box<str>, Verdict>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -212,21 +248,26 @@ mod tests {
     /// A second look at a number answers from the cache, the same as the first.
     #[test]
     fn verdicts_are_remembered_as_given() {
-        for (number, want) in [
-            ("+44 20 7946 0958", Some("+442079460958")),
-            ("+1202", None),
-            ("+999123456789", None),
+        for (number, want, land) in [
+            ("+44 20 7946 0958", Some("+442079460958"), Some("GB")),
+            ("+1202", None, None),
+            ("+999123456789", None, None),
+            ("+4915112345678", Some("+4915112345678"), Some("DE")),
         ] {
             let first = e164(number).ok();
             assert_eq!(first.as_deref(), want, "{number}");
-            assert_eq!(VERDICTS.get(number), Some(want.map(String::from)));
+            assert_eq!(country(number).as_deref(), land, "{number}");
+            let kept = VERDICTS.lock().get(number).cloned();
+            assert_eq!(kept.and_then(|v| v.e164).as_deref(), want, "{number}");
             assert_eq!(e164(number).ok(), first, "{number}");
+            assert_eq!(country(number).as_deref(), land, "{number}");
         }
         assert_eq!(
             e164("+1202"),
             Err(AddressError::Phone("+1202".into())),
             "a remembered refusal names the number"
         );
+        assert_eq!(country("4915112345678"), None, "no + no country");
     }
 
     #[test]

@@ -75,13 +75,9 @@ impl Route {
     }
 }
 
-/// ISO 3166 country of an E.164 number (`DE`), if it is one.
+/// ISO 3166 country of an E.164 number (`DE`), if it is one (remembered per number).
 pub fn country_of(number: &str) -> Option<String> {
-    if !number.starts_with('+') {
-        return None;
-    }
-    let parsed = phonenumber::parse(None, number).ok()?;
-    parsed.country().id().map(|id| format!("{id:?}"))
+    crate::domain::address::country(number)
 }
 
 #[cfg(test)]
