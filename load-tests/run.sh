@@ -7,7 +7,9 @@
 # exit. Only 127.0.0.1 is ever contacted.
 #
 # Knobs (environment):
-#   DBS="sqlite postgres"  PROVIDERS="sandbox twilio"  MODES="e2e accept" (also: inbound)
+#   DBS="sqlite postgres"  PROVIDERS="sandbox twilio"  MODES="e2e accept" (also: inbound;
+#   intake: `accept` with every message scheduled years ahead, so nothing is dispatched and
+#   it measures the API and the store alone)
 #   INBOUND_SENDERS=1000  INBOUND_WITH_SENDS= (send-worker concurrency during `inbound`; empty: none)
 #   RECIPIENTS= (e2e/accept: send to this many numbers in turn; empty: a new number per message)
 #   CONCURRENCY=64  DURATION=20s  WARMUP=2s  BASELINE_DURATION=10s  COUNT=50000  TIMEOUT=300s
@@ -214,6 +216,14 @@ EOF
           >>"$RESULTS" 2>"$OUT/$db-$provider.accept.err" || log "[$label] accept exited non-zero"
         cat "$OUT/$db-$provider.accept.err" >&2
         ;;
+      intake)
+        log "[$label] intake: $WARMUP + $DURATION at concurrency $CONCURRENCY, every message scheduled for 2099"
+        WEFT_API_KEY=$key bounded "$LOAD" accept --url "http://127.0.0.1:$PORT" \
+          --concurrency "$CONCURRENCY" --duration "$DURATION" --warmup "$WARMUP" --send-at 2099-01-01T00:00:00Z \
+          --pid "$weft_pid" --label "$label intake" "${db_args[@]+"${db_args[@]}"}" "${to_args[@]+"${to_args[@]}"}" \
+          >>"$RESULTS" 2>"$OUT/$db-$provider.intake.err" || log "[$label] intake exited non-zero"
+        cat "$OUT/$db-$provider.intake.err" >&2
+        ;;
       inbound)
         # Signed Twilio inbound-SMS webhooks; the signature covers public_url (= the URL posted to).
         if [[ $provider != twilio ]]; then
@@ -232,7 +242,7 @@ EOF
           >>"$RESULTS" 2>"$OUT/$db-$provider.inbound.err" || log "[$label] inbound exited non-zero"
         cat "$OUT/$db-$provider.inbound.err" >&2
         ;;
-      *) die "unknown mode $mode (e2e, accept or inbound)" ;;
+      *) die "unknown mode $mode (e2e, accept, intake or inbound)" ;;
     esac
     kill -0 "$weft_pid" 2>/dev/null || die "weft died during $mode (see $OUT/$db-$provider.weft.log)"
     wal_note "$lsn" "$mode"

@@ -59,6 +59,10 @@ pub struct LoadArgs {
     /// every message also creates its contact, identity and conversation (the costliest case).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub recipients: Option<u64>,
+    /// Schedule every message for this RFC 3339 time (`send_at`). A time far ahead keeps the
+    /// dispatcher out of the run, so `accept` measures intake alone (the API and the store).
+    #[arg(long)]
+    pub send_at: Option<String>,
     /// The `channel` field of every message.
     #[arg(long, default_value = "sms", value_parser = parse_channel)]
     pub channel: String,

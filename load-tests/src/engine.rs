@@ -51,6 +51,8 @@ pub struct Plan {
     pub to_prefix: String,
     /// Distinct destinations, used in turn (`None`: a new one per request).
     pub recipients: Option<u64>,
+    /// `send_at` of every message (`None`: due at once).
+    pub send_at: Option<String>,
     pub channel: String,
     /// Status that counts as success.
     pub expect: StatusCode,
@@ -78,11 +80,18 @@ pub struct Progress {
     pub ok: AtomicU64,
 }
 
-/// The message body of request number `n`.
-pub fn message_body(to_prefix: &str, channel: &str, n: u64) -> String {
+/// The message body of request number `n` (to number `to`), scheduled for `send_at`.
+pub fn message_body(
+    to_prefix: &str,
+    channel: &str,
+    n: u64,
+    to: u64,
+    send_at: Option<&str>,
+) -> String {
+    let scheduled = send_at.map_or(String::new(), |t| format!(r#","send_at":"{t}""#));
     format!(
-        r#"{{"to":"{}","channel":"{channel}","body":"load test message {n}"}}"#,
-        destination(to_prefix, n)
+        r#"{{"to":"{}","channel":"{channel}","body":"load test message {n}"{scheduled}}}"#,
+        destination(to_prefix, to)
     )
 }
 
@@ -305,7 +314,13 @@ async fn worker(s: Arc<Shared>) -> Tally {
             Payload::Send => {
                 builder = builder.header(header::CONTENT_TYPE, "application/json");
                 let to = s.plan.recipients.map_or(n, |k| n % k);
-                message_body(&s.plan.to_prefix, &s.plan.channel, to)
+                message_body(
+                    &s.plan.to_prefix,
+                    &s.plan.channel,
+                    n,
+                    to,
+                    s.plan.send_at.as_deref(),
+                )
             }
             Payload::TwilioInbound(spec) => {
                 let signed = spec.request(n);
@@ -394,12 +409,20 @@ mod tests {
         assert_eq!(destination("+12025", 1_000_123), "+12025000123");
         assert_eq!(destination("+1555", 42), "+15550000042");
         assert_eq!(
-            message_body("+12025", "sms", 7),
+            message_body("+12025", "sms", 7, 7, None),
             r#"{"to":"+12025000007","channel":"sms","body":"load test message 7"}"#
         );
-        let v: serde_json::Value =
-            serde_json::from_str(&message_body("+12025", "sms", 99)).expect("valid JSON");
+        let v: serde_json::Value = serde_json::from_str(&message_body(
+            "+12025",
+            "sms",
+            1099,
+            99,
+            Some("2099-01-01T00:00:00Z"),
+        ))
+        .expect("valid JSON");
         assert_eq!(v["to"], "+12025000099");
+        assert_eq!(v["body"], "load test message 1099");
+        assert_eq!(v["send_at"], "2099-01-01T00:00:00Z");
     }
 
     #[test]

@@ -73,6 +73,7 @@ fn plan(load: &LoadArgs, target: Target, api_key: Option<String>, stop: Stop) ->
         request_timeout: load.request_timeout,
         to_prefix: load.to_prefix.clone(),
         recipients: load.recipients,
+        send_at: load.send_at.clone(),
         channel: load.channel.clone(),
         expect: StatusCode::ACCEPTED,
         collect_ids: false,
@@ -93,6 +94,7 @@ fn header(
     m.insert("url".into(), json!(url));
     m.insert("concurrency".into(), json!(load.concurrency));
     m.insert("recipients".into(), json!(load.recipients));
+    m.insert("send_at".into(), json!(load.send_at));
     m.insert("threads".into(), json!(threads));
     m.insert("cpus".into(), json!(cpus()));
     m.insert("unix_time".into(), json!(report::unix_time()));
