@@ -438,6 +438,13 @@ mod tests {
             .replace("$2", "'SM1'")
             .replace("$3", "'k'")
             .replace("$4", "'m/k'");
+        let claim = super::claim::lease_sql(super::Backend::Sqlite)
+            .replace("$1", "'t'")
+            .replace("$2", "2")
+            .replace("$3", "0")
+            .replace("$4", "1")
+            .replace("$5", "1")
+            .replace("$6", "5");
         for (sql, index) in [
             (
                 "SELECT m.conversation_id FROM messages m WHERE m.tenant_id = 't' AND m.customer_identity = 'tel:+1' AND m.business_addr = 'tel:+2' AND m.direction = 'outbound' ORDER BY m.id DESC LIMIT 50",
@@ -452,10 +459,11 @@ mod tests {
                 "messages_inbound_pid",
             ),
             // 0011 dropped `outbox_due` and `webhook_events_applied_age`: the claim and the
-            // retention sweep still find their rows through an index.
+            // retention sweep still find their rows through an index — the claim only the
+            // rows already due, not every row scheduled for later.
             (
-                "SELECT message_id FROM outbox WHERE available_at <= 1 AND lease_until < 1 ORDER BY priority, available_at LIMIT 5",
-                "outbox_due_priority",
+                claim.as_str(),
+                "outbox_due_priority (priority=? AND available_at<?)",
             ),
             (
                 prune.as_str(),
