@@ -131,7 +131,7 @@ fn describe() {
     describe_gauge!(
         OUTBOX_OLDEST_AGE,
         Unit::Seconds,
-        "Age of the oldest outbox row."
+        "How long the longest-waiting due outbox row has been due (rows scheduled or backing off for later do not count)."
     );
     describe_counter!(
         INBOUND,

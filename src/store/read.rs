@@ -22,10 +22,21 @@ pub struct ListFilter {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct OutboxStats {
     pub depth: i64,
+    /// How long the longest-waiting due row has been due. Rows not due yet (a `send_at`
+    /// ahead, a retry's back-off, a throttled connection's slot) do not count: a message
+    /// scheduled for tomorrow is not a sign that the outbox is stuck.
     pub oldest_age_seconds: f64,
     /// Receipts kept but not matched to any message.
     pub parked_events: i64,
 }
+
+/// Depth, and the earliest `available_at` among rows due by `$1`: one bounded index search
+/// per priority (`outbox_due_priority`), not a walk over rows scheduled for later.
+const OUTBOX_STATS: &str = "SELECT COUNT(*) AS n, (SELECT MIN(due.a) FROM (
+       SELECT MIN(available_at) AS a FROM outbox WHERE priority = 0 AND available_at <= $1
+       UNION ALL
+       SELECT MIN(available_at) AS a FROM outbox WHERE priority = 1 AND available_at <= $1
+     ) due) AS oldest FROM outbox";
 
 const MESSAGE_COLS: &str = "id, conversation_id, direction, channel, to_addr, from_addr, body, subject, template, metadata, callback_url, encoding, segments, status, error_reason, error_code, error_detail, threading, created_at, updated_at";
 
@@ -290,7 +301,8 @@ impl Store {
 
     /// Outbox depth and the age of its oldest due row.
     pub async fn outbox_stats(&self, now: i64) -> Result<OutboxStats, StoreError> {
-        let r = sqlx::query("SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM outbox")
+        let r = sqlx::query(OUTBOX_STATS)
+            .bind(now)
             .fetch_one(self.reader())
             .await?;
         let depth: i64 = r.try_get("n")?;
@@ -307,5 +319,62 @@ impl Store {
             .await?
             .try_get("n")?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OUTBOX_STATS;
+
+    const NOW: i64 = 10_000_000;
+
+    /// A due row (10 s late), a due bulk row (5 s late), and a row created long ago but
+    /// scheduled an hour ahead: three deep, the oldest due since `NOW - 10 s`.
+    const ROWS: &str = "INSERT INTO outbox (message_id, available_at, tries, lease_token, lease_until, created_at, priority) VALUES
+        ('msg_due', 9990000, 0, NULL, 0, 9990000, 0),
+        ('msg_bulk', 9995000, 0, NULL, 0, 9995000, 1),
+        ('msg_later', 13600000, 0, NULL, 0, 1000, 0)";
+
+    #[test]
+    fn scheduled_rows_count_in_depth_but_not_in_age_on_sqlite() {
+        let conn = crate::store::migrated_in_memory();
+        conn.execute_batch(ROWS).expect("rows");
+        let (n, oldest): (i64, Option<i64>) = conn
+            .query_row(OUTBOX_STATS, [NOW], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("stats");
+        assert_eq!((n, oldest), (3, Some(9_990_000)));
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {OUTBOX_STATS}"))
+            .expect("explain")
+            .query_map([NOW], |r| r.get::<_, String>(3))
+            .expect("plan")
+            .filter_map(Result::ok)
+            .collect();
+        let searches = plan
+            .iter()
+            .filter(|p| p.contains("outbox_due_priority (priority=? AND available_at<?)"))
+            .count();
+        assert_eq!(searches, 2, "{plan:?}");
+        conn.execute_batch("DELETE FROM outbox WHERE available_at <= 10000000")
+            .expect("delete");
+        let oldest: Option<i64> = conn
+            .query_row(OUTBOX_STATS, [NOW], |r| r.get(1))
+            .expect("stats");
+        assert_eq!(oldest, None, "nothing due");
+    }
+
+    #[tokio::test]
+    async fn scheduled_rows_count_in_depth_but_not_in_age_on_postgres() {
+        use sqlx::Row;
+        let db = crate::store::pg::TestDb::new().await;
+        sqlx::raw_sql(ROWS).execute(&db.pool).await.expect("rows");
+        let r = sqlx::query(OUTBOX_STATS)
+            .bind(NOW)
+            .fetch_one(&db.pool)
+            .await
+            .expect("stats");
+        let got: (i64, Option<i64>) = (r.get("n"), r.get("oldest"));
+        assert_eq!(got, (3, Some(9_990_000)));
+        db.drop_db().await;
     }
 }
