@@ -219,7 +219,7 @@ def build() -> dict:
     L.add(
         stat(
             "Oldest in outbox",
-            "Age of the oldest undispatched message.",
+            "How long the oldest due, undispatched message has waited (messages scheduled for later, and retries backing off, count from their time).",
             f"max({sel('weft_outbox_oldest_age_seconds')})",
             "s",
             [(None, "green"), (60, "orange"), (300, "red")],
@@ -395,7 +395,7 @@ def build() -> dict:
     L.add(
         timeseries(
             "Outbox",
-            "Undispatched messages (left axis) and the age of the oldest (right axis).",
+            "Undispatched messages, scheduled ones included (left axis), and how long the oldest due one has waited (right axis).",
             (f"max({sel('weft_outbox_depth')})", "depth"),
             (f"max({sel('weft_outbox_oldest_age_seconds')})", "oldest age"),
         ),
