@@ -11,7 +11,7 @@
 #   intake: `accept` with every message scheduled years ahead, so nothing is dispatched and
 #   it measures the API and the store alone)
 #   INBOUND_SENDERS=1000  INBOUND_WITH_SENDS= (send-worker concurrency during `inbound`; empty: none)
-#   RECIPIENTS= (e2e/accept: send to this many numbers in turn; empty: a new number per message)
+#   RECIPIENTS= (e2e/accept/intake: send to this many numbers in turn; empty: a new number each)
 #   CONCURRENCY=64  DURATION=20s  WARMUP=2s  BASELINE_DURATION=10s  COUNT=50000  TIMEOUT=300s
 #   POLL_INTERVAL=250ms (e2e: how often weft's /metrics is read; the delivered/s figure's
 #   resolution is this interval over the run's length)

@@ -103,22 +103,22 @@ pub fn is_e164_shape(s: &str) -> bool {
 
 /// Normalizes a phone number to E.164, refusing anything `phonenumber` deems invalid.
 pub fn e164(number: &str) -> Result<String, AddressError> {
-    if !number.starts_with('+') || number.len() > 20 {
-        return Err(AddressError::Phone(number.to_string()));
-    }
-    VERDICTS
-        .of(number)
-        .e164
+    checkable(number)
+        .and_then(|n| VERDICTS.of(n).e164)
         .map(String::from)
         .ok_or_else(|| AddressError::Phone(number.to_string()))
 }
 
 /// The ISO 3166 country (`DE`) `phonenumber` places a `+` number in, valid or not.
 pub fn country(number: &str) -> Option<String> {
-    if !number.starts_with('+') || number.len() > 20 {
-        return None;
-    }
-    VERDICTS.country(number).map(String::from)
+    checkable(number)
+        .and_then(|n| VERDICTS.country(n))
+        .map(String::from)
+}
+
+/// `number` if it is worth asking `phonenumber` (and the cache) about: a `+`, and short.
+fn checkable(number: &str) -> Option<&str> {
+    (number.starts_with('+') && number.len() <= 20).then_some(number)
 }
 
 /// What `phonenumber` says of one number.
@@ -133,20 +133,15 @@ struct Verdict {
 }
 
 impl Verdict {
-    fn of(number: &str) -> Verdict {
-        let e164 = phonenumber::parse(None, number)
-            .ok()
-            .filter(phonenumber::is_valid)
-            .map(|p| p.format().mode(phonenumber::Mode::E164).to_string().into());
-        Verdict {
-            e164,
-            country: None,
-        }
+    /// The E.164 form of a parsed number, if it is valid.
+    fn e164_of(parsed: Option<&phonenumber::PhoneNumber>) -> Option<Box<str>> {
+        parsed
+            .filter(|p| phonenumber::is_valid(p))
+            .map(|p| p.format().mode(phonenumber::Mode::E164).to_string().into())
     }
 
-    fn country_of(number: &str) -> Option<Box<str>> {
-        let parsed = phonenumber::parse(None, number).ok()?;
-        parsed.country().id().map(|id| format!("{id:?}").into())
+    fn country_of(parsed: Option<&phonenumber::PhoneNumber>) -> Option<Box<str>> {
+        parsed?.country().id().map(|id| format!("{id:?}").into())
     }
 }
 
@@ -171,20 +166,39 @@ impl Verdicts {
         if let Some(known) = self.lock().get(number) {
             return known.clone();
         }
-        let verdict = Verdict::of(number);
+        let parsed = phonenumber::parse(None, number).ok();
+        let verdict = Verdict {
+            e164: Verdict::e164_of(parsed.as_ref()),
+            country: None,
+        };
         self.lock().insert(number.into(), verdict.clone());
         verdict
     }
 
-    /// The number's country, worked out once and kept with its verdict.
+    /// The number's country, worked out once (with its verdict, if not known yet, from the
+    /// same parse) and kept with the verdict.
     fn country(&self, number: &str) -> Option<Box<str>> {
-        if let Some(known) = self.lock().get(number).and_then(|v| v.country.clone()) {
-            return known;
+        let known = self.lock().get(number).cloned();
+        if let Some(Verdict {
+            country: Some(country),
+            ..
+        }) = known
+        {
+            return country;
         }
-        let country = Verdict::country_of(number);
-        let mut verdict = self.of(number);
-        verdict.country = Some(country.clone());
-        self.lock().insert(number.into(), verdict);
+        let parsed = phonenumber::parse(None, number).ok();
+        let country = Verdict::country_of(parsed.as_ref());
+        let e164 = match known {
+            Some(v) => v.e164,
+            None => Verdict::e164_of(parsed.as_ref()),
+        };
+        self.lock().insert(
+            number.into(),
+            Verdict {
+                e164,
+                country: Some(country.clone()),
+            },
+        );
         country
     }
 
@@ -288,6 +302,15 @@ mod tests {
             "a remembered refusal names the number"
         );
         assert_eq!(country("4915112345678"), None, "no + no country");
+        // Asked for its country first, a number's verdict comes from the same parse.
+        assert_eq!(country("+33612345678").as_deref(), Some("FR"));
+        let kept = VERDICTS.lock().get("+33612345678").cloned();
+        assert_eq!(
+            kept.and_then(|v| v.e164).as_deref(),
+            Some("+33612345678"),
+            "the verdict is kept with the country"
+        );
+        assert_eq!(e164("+33612345678").as_deref(), Ok("+33612345678"));
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub struct Claimed {
 }
 
 /// `outbox.priority` values, in claim order: transactional (0), then bulk (1).
-const PRIORITIES: [i64; 2] = [0, 1];
+pub(super) const PRIORITIES: [i64; 2] = [0, 1];
 
 /// Leases up to `$6` rows of priority `$3` due by `$4` to token `$1` until `$2`.
 ///

@@ -31,7 +31,8 @@ pub struct OutboxStats {
 }
 
 /// Depth, and the earliest `available_at` among rows due by `$1`: one bounded index search
-/// per priority (`outbox_due_priority`), not a walk over rows scheduled for later.
+/// per priority (`outbox_due_priority`; the priorities the claim takes,
+/// [`super::claim::PRIORITIES`]), not a walk over rows scheduled for later.
 const OUTBOX_STATS: &str = "SELECT COUNT(*) AS n, (SELECT MIN(due.a) FROM (
        SELECT MIN(available_at) AS a FROM outbox WHERE priority = 0 AND available_at <= $1
        UNION ALL
